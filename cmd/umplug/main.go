@@ -1,0 +1,60 @@
+// Command umplug is the user-media-plug server and its tools:
+//
+//	umplug serve            run the metadata + media server and the web app
+//	umplug user …           administer the user store offline
+//	umplug pipe …           call or answer a peer and pipe stdin/stdout through the media relay
+//
+// main stays thin: run parses the subcommand and its flags into a config and
+// does the work, so that tests can call run directly.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "umplug:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: umplug <command> [flags]
+
+commands:
+  serve   run the server (metadata /meta, media /media, web app /)
+  user    administer users offline: add, del, passwd, list, peers
+  pipe    log in, call or answer a peer, and relay stdin/stdout as media
+
+Run 'umplug <command> -h' for a command's flags.
+`
+
+// run dispatches a subcommand. args[0] is the program name.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) < 2 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("missing command")
+	}
+	cmd, rest := args[1], args[2:]
+	switch cmd {
+	case "serve":
+		return runServe(ctx, rest, stderr)
+	case "user":
+		return runUser(ctx, rest, stdin, stdout, stderr)
+	case "pipe":
+		return runPipe(ctx, rest, stdin, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}
