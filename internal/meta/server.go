@@ -1,0 +1,278 @@
+// Package meta is the metadata server: the broker behind /meta. It
+// authenticates devices, tracks presence, answers every client message,
+// forwards presence and call signalling between mutual peers, runs the
+// server-side call state machine and emits pair/unpair events to the media
+// side (package plug). It knows nothing about HTTP or WebSocket libraries: a
+// transport adapter feeds it frames through a Session and gives it a Conn to
+// write to.
+package meta
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/user-media-plug/umplug/internal/clock"
+	"github.com/user-media-plug/umplug/internal/password"
+	"github.com/user-media-plug/umplug/internal/plug"
+	"github.com/user-media-plug/umplug/internal/store"
+	"github.com/user-media-plug/umplug/protocol"
+)
+
+// Config configures a Server. The zero value of every field but Store means
+// "the default" stated in its comment.
+type Config struct {
+	// Store holds users, password hashes and peer lists. Required.
+	Store store.Store
+	// Hasher hashes and verifies passwords; nil means argon2id with OWASP
+	// parameters and concurrency bounded to the number of CPUs.
+	Hasher *password.Hasher
+	// Media receives pair/unpair events; nil discards them (signalling only).
+	Media plug.Media
+	// Clock drives ringing timeouts and rate limits; nil is the wall clock.
+	Clock clock.Clock
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the server's Prometheus metrics; nil registers none.
+	Registerer prometheus.Registerer
+
+	// RegistrationClosed makes reg-user answer forbidden: only the admin CLI
+	// creates users. Default open (anyone who reaches the server may register).
+	RegistrationClosed bool
+	// RingingTimeout ends an unanswered call; default protocol.RingingTimeout.
+	RingingTimeout time.Duration
+	// MaxDevices bounds identified connections per user; default 8.
+	MaxDevices int
+	// RateLimit and RateBurst bound messages per connection (token bucket);
+	// defaults 20/s and 50. A connection that keeps going over the limit
+	// (AbuseLimit refused messages in a row, default 100) is closed.
+	RateLimit  float64
+	RateBurst  int
+	AbuseLimit int
+	// MaxQueue bounds the messages waiting to be written to one connection;
+	// a client that stops reading is disconnected when it is exceeded, so it
+	// cannot make the server buffer without bound. Default 1024.
+	MaxQueue int
+	// AuthFailuresPerUser and AuthFailuresPerAddr bound failed whoami
+	// attempts per AuthWindow (defaults 10 and 50 per minute) before further
+	// attempts answer rate-limited without checking the password.
+	AuthFailuresPerUser int
+	AuthFailuresPerAddr int
+	// RegistrationsPerAddr bounds reg-user attempts per remote address per
+	// AuthWindow; default 20.
+	RegistrationsPerAddr int
+	// AuthWindow is the window of the auth and registration limits; default 1m.
+	AuthWindow time.Duration
+	// MaxConns and MaxConnsPerAddr bound open connections in total and per
+	// remote address; defaults 50,000 and 20,000 (0 means default; negative
+	// means unlimited).
+	MaxConns        int
+	MaxConnsPerAddr int
+}
+
+func (c *Config) setDefaults() {
+	if c.Hasher == nil {
+		c.Hasher = password.New(password.Config{})
+	}
+	if c.Media == nil {
+		c.Media = plug.Discard{}
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.RingingTimeout <= 0 {
+		c.RingingTimeout = protocol.RingingTimeout
+	}
+	if c.MaxDevices <= 0 {
+		c.MaxDevices = protocol.DefaultDevices
+	}
+	if c.RateLimit <= 0 {
+		c.RateLimit = protocol.DefaultRateLimit
+	}
+	if c.RateBurst <= 0 {
+		c.RateBurst = protocol.DefaultRateBurst
+	}
+	if c.AbuseLimit <= 0 {
+		c.AbuseLimit = 100
+	}
+	if c.MaxQueue <= 0 {
+		c.MaxQueue = 1024
+	}
+	if c.AuthFailuresPerUser <= 0 {
+		c.AuthFailuresPerUser = 10
+	}
+	if c.AuthFailuresPerAddr <= 0 {
+		c.AuthFailuresPerAddr = 50
+	}
+	if c.RegistrationsPerAddr <= 0 {
+		c.RegistrationsPerAddr = 20
+	}
+	if c.AuthWindow <= 0 {
+		c.AuthWindow = time.Minute
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 50000
+	}
+	if c.MaxConnsPerAddr == 0 {
+		c.MaxConnsPerAddr = 20000
+	}
+}
+
+// Server is the metadata server. It is safe for concurrent use.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics
+	authLim *windowLimiter // failed logins per user and per address
+	regLim  *windowLimiter // registrations per address
+	devSeq  atomic.Uint64
+	callSeq atomic.Uint64
+
+	mu       sync.Mutex // guards the following
+	users    map[string]*userState
+	calls    map[string]*call // by call id
+	conns    map[*Session]struct{}
+	perAddr  map[string]int
+	shutdown bool
+}
+
+// userState is the dynamic state of a user with at least one identified
+// device. It exists only while the user is online.
+type userState struct {
+	name    string
+	devices []*Session // identified devices, in login order
+	status  string
+	peers   map[string]struct{} // the user's stored peer list, cached while online
+	call    *call               // the call this user rings, is rung by, or is in
+}
+
+func (u *userState) lists(name string) bool { _, ok := u.peers[name]; return ok }
+
+// New returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("meta: Config.Store is required")
+	}
+	cfg.setDefaults()
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		authLim: newWindowLimiter(cfg.Clock, cfg.AuthWindow),
+		regLim:  newWindowLimiter(cfg.Clock, cfg.AuthWindow),
+		users:   make(map[string]*userState),
+		calls:   make(map[string]*call),
+		conns:   make(map[*Session]struct{}),
+		perAddr: make(map[string]int),
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("meta: register metrics: %w", err)
+	}
+	s.m = m
+	return s, nil
+}
+
+// Conn is the transport of one client connection, a WebSocket in production.
+type Conn interface {
+	// WriteText writes one text frame, giving up after a write deadline. The
+	// server calls it from one goroutine at a time.
+	WriteText(b []byte) error
+	// Close closes the connection with a WebSocket close code and reason. It
+	// may be called concurrently with WriteText and more than once.
+	Close(code int, reason string)
+}
+
+// Open registers a new connection from remoteAddr (host only, no port) and
+// returns its Session, or an error if the server is shutting down or a
+// connection limit is reached (the transport then refuses the upgrade).
+func (s *Server) Open(c Conn, remoteAddr string) (*Session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return nil, ErrShutdown
+	}
+	if s.cfg.MaxConns > 0 && len(s.conns) >= s.cfg.MaxConns {
+		return nil, ErrTooManyConns
+	}
+	if s.cfg.MaxConnsPerAddr > 0 && s.perAddr[remoteAddr] >= s.cfg.MaxConnsPerAddr {
+		return nil, ErrTooManyConns
+	}
+	sess := newSession(s, c, remoteAddr)
+	s.conns[sess] = struct{}{}
+	s.perAddr[remoteAddr]++
+	s.m.conns.Inc()
+	return sess, nil
+}
+
+// Shutdown ends every call with reason shutdown, tells every device, and
+// closes every connection with 1001 once its queued messages are written or
+// ctx ends. New connections are refused from the start.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	for _, c := range s.calls {
+		s.endCallLocked(c, "", protocol.ReasonShutdown)
+	}
+	sessions := make([]*Session, 0, len(s.conns))
+	for sess := range s.conns {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range sessions {
+		sess.closeAfterFlush(protocol.CloseGoingAway, "server shutdown")
+	}
+	for _, sess := range sessions {
+		select {
+		case <-sess.done:
+		case <-ctx.Done():
+			for _, sess := range sessions {
+				sess.conn.Close(protocol.CloseGoingAway, "server shutdown")
+			}
+			return fmt.Errorf("meta: shutdown: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// Stats is a snapshot of the server's dynamic state, for tests and the load
+// generator.
+type Stats struct {
+	Conns, Users, Calls int
+}
+
+// Stats returns current counts.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{Conns: len(s.conns), Users: len(s.users), Calls: len(s.calls)}
+}
+
+func (s *Server) newDeviceID() string {
+	return "d" + strconv.FormatUint(s.devSeq.Add(1), 36)
+}
+
+func (s *Server) newCallID() string {
+	return "c" + strconv.FormatUint(s.callSeq.Add(1), 36)
+}
+
+// newTicket returns a single-use media credential of 192 random bits.
+func newTicket() string {
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("meta: crypto/rand failed: %v", err)) // never on Linux ≥ 3.17
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}

@@ -1,0 +1,401 @@
+package meta
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/user-media-plug/umplug/internal/store"
+	"github.com/user-media-plug/umplug/protocol"
+)
+
+// storeTimeout bounds one request's store and hashing work.
+const storeTimeout = 30 * time.Second
+
+func (x *Session) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), storeTimeout)
+}
+
+func (x *Session) handleRegUser(req *protocol.Request) {
+	s := x.s
+	if s.cfg.RegistrationClosed {
+		x.fail(req, protocol.Errorf(protocol.ErrForbidden, "registration is closed on this server"))
+		return
+	}
+	if !s.regLim.allow("a/"+x.addr, s.cfg.RegistrationsPerAddr) {
+		x.fail(req, protocol.Errorf(protocol.ErrRateLimited, "too many registrations from this address; try later"))
+		return
+	}
+	s.regLim.record("a/" + x.addr)
+	ctx, cancel := x.ctx()
+	defer cancel()
+	peers := dedupe(req.Peers)
+	if perr, err := s.checkExist(ctx, peers); err != nil {
+		x.unavailable(req, err)
+		return
+	} else if perr != nil {
+		x.fail(req, perr)
+		return
+	}
+	if _, err := s.cfg.Store.Get(ctx, req.User); err == nil {
+		x.fail(req, protocol.Errorf(protocol.ErrExists, "user %s is taken", req.User))
+		return
+	}
+	hash, err := s.cfg.Hasher.Hash(ctx, req.Password)
+	if err != nil {
+		x.unavailable(req, fmt.Errorf("hash password: %w", err))
+		return
+	}
+	err = s.cfg.Store.Create(ctx, store.User{Name: req.User, Password: hash, Peers: peers})
+	switch {
+	case errors.Is(err, store.ErrExists):
+		x.fail(req, protocol.Errorf(protocol.ErrExists, "user %s is taken", req.User))
+	case err != nil:
+		x.unavailable(req, err)
+	default:
+		s.m.registrations.Inc()
+		s.log.Info("user registered", "user", req.User, "addr", x.addr)
+		x.ok(req)
+	}
+}
+
+// checkExist returns a not-found error listing the names that are not
+// registered users, or a store error.
+func (s *Server) checkExist(ctx context.Context, names []string) (*protocol.Error, error) {
+	var missing []string
+	for _, n := range names {
+		_, err := s.cfg.Store.Get(ctx, n)
+		if errors.Is(err, store.ErrNotFound) {
+			missing = append(missing, n)
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	if len(missing) > 0 {
+		e := protocol.Errorf(protocol.ErrNotFound, "not registered: %v", missing)
+		e.Missing = missing
+		return e, nil
+	}
+	return nil, nil
+}
+
+func dedupe(names []string) []string {
+	out := make([]string, 0, len(names))
+	seen := make(map[string]struct{}, len(names))
+	for _, n := range names {
+		if _, ok := seen[n]; !ok {
+			seen[n] = struct{}{}
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (x *Session) handleWhoami(req *protocol.Request) {
+	s := x.s
+	if x.user != "" {
+		x.fail(req, protocol.Errorf(protocol.ErrBadRequest, "this connection is already identified"))
+		return
+	}
+	if !s.authLim.allow("u/"+req.User, s.cfg.AuthFailuresPerUser) || !s.authLim.allow("a/"+x.addr, s.cfg.AuthFailuresPerAddr) {
+		x.fail(req, protocol.Errorf(protocol.ErrRateLimited, "too many failed logins; try later"))
+		return
+	}
+	ctx, cancel := x.ctx()
+	defer cancel()
+	u, err := s.cfg.Store.Get(ctx, req.User)
+	var good bool
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Same work as a wrong password, so timing does not tell them apart.
+		s.cfg.Hasher.VerifyUnknown(ctx, req.Password)
+	case err != nil:
+		x.unavailable(req, err)
+		return
+	default:
+		good, err = s.cfg.Hasher.Verify(ctx, u.Password, req.Password)
+		if err != nil {
+			x.unavailable(req, fmt.Errorf("verify password: %w", err))
+			return
+		}
+	}
+	if !good {
+		s.authLim.record("u/" + req.User)
+		s.authLim.record("a/" + x.addr)
+		s.m.logins.WithLabelValues("failed").Inc()
+		x.fail(req, protocol.Errorf(protocol.ErrAuthFailed, "unknown user or wrong password"))
+		return
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		x.fail(req, protocol.Errorf(protocol.ErrUnavailable, "the server is shutting down"))
+		return
+	}
+	us := s.users[req.User]
+	if us != nil && len(us.devices) >= s.cfg.MaxDevices {
+		x.fail(req, protocol.Errorf(protocol.ErrTooManyDevices, "at most %d devices per user", s.cfg.MaxDevices))
+		return
+	}
+	x.user = req.User
+	x.device = s.newDeviceID()
+	first := us == nil
+	if first {
+		us = &userState{name: req.User, status: protocol.StatusOnline, peers: setOf(u.Peers)}
+		s.users[req.User] = us
+		s.m.users.Inc()
+	}
+	us.devices = append(us.devices, x)
+	s.m.devices.Inc()
+	s.m.logins.WithLabelValues("ok").Inc()
+	x.reply(req, protocol.Response{OK: true, Device: x.device})
+	if first {
+		s.fanoutStatusLocked(us, protocol.StatusOnline)
+	}
+}
+
+func setOf(names []string) map[string]struct{} {
+	m := make(map[string]struct{}, len(names))
+	for _, n := range names {
+		m[n] = struct{}{}
+	}
+	return m
+}
+
+// removeDeviceLocked forgets an identified device that disconnected: its
+// calls end, and if it was the user's last device the user goes offline.
+func (s *Server) removeDeviceLocked(x *Session) {
+	us := s.users[x.user]
+	if us == nil {
+		return
+	}
+	i := slices.Index(us.devices, x)
+	if i < 0 {
+		return
+	}
+	us.devices = slices.Delete(us.devices, i, i+1)
+	s.m.devices.Dec()
+	if c := us.call; c != nil {
+		s.deviceGoneLocked(c, us, x)
+	}
+	if len(us.devices) == 0 {
+		delete(s.users, us.name)
+		s.m.users.Dec()
+		s.fanoutStatusLocked(us, protocol.StatusOffline)
+	}
+}
+
+// mutualOnlineLocked returns the online users that are mutual peers of us.
+func (s *Server) mutualOnlineLocked(us *userState) []*userState {
+	var out []*userState
+	for p := range us.peers {
+		if o := s.users[p]; o != nil && o.lists(us.name) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// fanoutStatusLocked tells every online mutual peer of us its new status.
+func (s *Server) fanoutStatusLocked(us *userState, status string) {
+	peers := s.mutualOnlineLocked(us)
+	if len(peers) == 0 {
+		return
+	}
+	b := mustJSON(protocol.Event{Type: protocol.TypeStatus, User: us.name, Status: status})
+	for _, p := range peers {
+		for _, d := range p.devices {
+			d.send(b)
+		}
+		s.m.presence.Add(float64(len(p.devices)))
+	}
+}
+
+// sendStatusLocked tells the devices of to the status of about.
+func (s *Server) sendStatusLocked(to *userState, about string, status string) {
+	b := mustJSON(protocol.Event{Type: protocol.TypeStatus, User: about, Status: status})
+	for _, d := range to.devices {
+		d.send(b)
+	}
+	s.m.presence.Add(float64(len(to.devices)))
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("meta: encode %T: %v", v, err)) // only fixed server types are encoded
+	}
+	return b
+}
+
+func (x *Session) handleAddPeers(req *protocol.Request) {
+	s := x.s
+	ctx, cancel := x.ctx()
+	defer cancel()
+	add := dedupe(req.Peers)
+	if perr, err := s.checkExist(ctx, add); err != nil {
+		x.unavailable(req, err)
+		return
+	} else if perr != nil {
+		x.fail(req, perr)
+		return
+	}
+	var tooMany bool
+	u, err := s.cfg.Store.UpdatePeers(ctx, x.user, func(cur []string) ([]string, error) {
+		out := slices.Clone(cur)
+		for _, p := range add {
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+		if len(out) > protocol.MaxPeers {
+			tooMany = true
+			return nil, errTooManyPeers
+		}
+		return out, nil
+	})
+	if tooMany {
+		x.fail(req, protocol.Errorf(protocol.ErrBadRequest, "peers: a user may list at most %d peers", protocol.MaxPeers))
+		return
+	}
+	if err != nil {
+		x.unavailable(req, err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	x.ok(req)
+	s.setPeersLocked(x.user, u.Peers)
+}
+
+var errTooManyPeers = errors.New("too many peers")
+
+func (x *Session) handleDelPeers(req *protocol.Request) {
+	s := x.s
+	ctx, cancel := x.ctx()
+	defer cancel()
+	del := setOf(req.Peers)
+	u, err := s.cfg.Store.UpdatePeers(ctx, x.user, func(cur []string) ([]string, error) {
+		out := make([]string, 0, len(cur))
+		for _, p := range cur {
+			if _, gone := del[p]; !gone {
+				out = append(out, p)
+			}
+		}
+		return out, nil
+	})
+	if err != nil {
+		x.unavailable(req, err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	x.ok(req)
+	s.setPeersLocked(x.user, u.Peers)
+}
+
+// setPeersLocked replaces an online user's cached peer list and settles
+// presence with every online user whose mutuality changed: users that became
+// mutual peers exchange their current status, users that stopped being mutual
+// peers see each other go offline.
+func (s *Server) setPeersLocked(name string, peers []string) {
+	us := s.users[name]
+	if us == nil {
+		return
+	}
+	before := s.mutualOnlineLocked(us)
+	us.peers = setOf(peers)
+	after := s.mutualOnlineLocked(us)
+	for _, o := range after {
+		if !slices.Contains(before, o) {
+			s.sendStatusLocked(o, us.name, us.status)
+			s.sendStatusLocked(us, o.name, o.status)
+		}
+	}
+	for _, o := range before {
+		if !slices.Contains(after, o) {
+			s.sendStatusLocked(o, us.name, protocol.StatusOffline)
+			s.sendStatusLocked(us, o.name, protocol.StatusOffline)
+		}
+	}
+}
+
+func (x *Session) handlePeers(req *protocol.Request) {
+	s := x.s
+	ctx, cancel := x.ctx()
+	defer cancel()
+	s.mu.Lock()
+	us := s.users[x.user]
+	names := make([]string, 0, len(us.peers))
+	for p := range us.peers {
+		names = append(names, p)
+	}
+	s.mu.Unlock()
+	slices.Sort(names)
+
+	// Mutuality needs each peer's own list: from memory when they are
+	// online, from the store otherwise.
+	infos := make([]protocol.PeerInfo, len(names))
+	lists := make([]bool, len(names))
+	for i, p := range names {
+		infos[i].User = p
+		s.mu.Lock()
+		o := s.users[p]
+		if o != nil {
+			lists[i] = o.lists(x.user)
+		}
+		s.mu.Unlock()
+		if o != nil {
+			continue
+		}
+		pu, err := s.cfg.Store.Get(ctx, p)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			x.unavailable(req, err)
+			return
+		}
+		lists[i] = slices.Contains(pu.Peers, x.user)
+	}
+	s.mu.Lock()
+	for i, p := range names {
+		if !lists[i] {
+			continue
+		}
+		infos[i].Mutual = true
+		if o := s.users[p]; o != nil && o.lists(x.user) {
+			infos[i].Online = true
+			st := o.status
+			infos[i].Status = &st
+		}
+	}
+	s.mu.Unlock()
+	x.reply(req, protocol.Response{OK: true, Peers: mustJSON(infos)})
+}
+
+func (x *Session) handlePeersOnline(req *protocol.Request) {
+	s := x.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := []string{}
+	for _, o := range s.mutualOnlineLocked(s.users[x.user]) {
+		names = append(names, o.name)
+	}
+	slices.Sort(names)
+	x.reply(req, protocol.Response{OK: true, Peers: mustJSON(names)})
+}
+
+func (x *Session) handleStatus(req *protocol.Request) {
+	s := x.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	us := s.users[x.user]
+	us.status = req.Status
+	x.ok(req)
+	s.fanoutStatusLocked(us, req.Status)
+}

@@ -1,0 +1,330 @@
+// Package server is the HTTP and WebSocket wiring of umplug: it mounts the
+// metadata server on /meta, the media server on /media, the web app on /,
+// health and metrics, and adapts gorilla/websocket connections to the
+// transport-agnostic cores in packages meta and media (the tailscale derphttp
+// cut: the cores never see HTTP).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/user-media-plug/umplug/internal/media"
+	"github.com/user-media-plug/umplug/internal/meta"
+	"github.com/user-media-plug/umplug/internal/plug"
+	"github.com/user-media-plug/umplug/protocol"
+	"github.com/user-media-plug/umplug/web"
+)
+
+// Config configures a Server. Zero values mean the stated defaults.
+type Config struct {
+	// Meta configures the metadata server; Meta.Store is required. Its Media,
+	// Logger and Registerer are set by New.
+	Meta meta.Config
+	// Media configures the media server; its Ender, Clock, Logger and
+	// Registerer are set by New.
+	Media media.Config
+	// AllowedOrigins lists extra browser origins (e.g. "https://app.example")
+	// allowed to open /meta and /media. The server's own host is always
+	// allowed, and so are clients that send no Origin (non-browsers). Any other
+	// Origin is refused with 403: cross-site WebSocket hijacking protection.
+	AllowedOrigins []string
+	// PingInterval and IdleTimeout are the /meta liveness rule: ping this
+	// often, drop a connection silent for IdleTimeout. Defaults 25 s and 60 s.
+	PingInterval time.Duration
+	IdleTimeout  time.Duration
+	// WriteTimeout bounds one frame write to a client; default 10 s.
+	WriteTimeout time.Duration
+	// MaxFrameBytes bounds a /meta frame; default 64 KiB (close 1009 above).
+	MaxFrameBytes int64
+	// Logger receives logs; nil discards them.
+	Logger *slog.Logger
+	// Registry serves /metrics; nil makes a fresh one with Go and process
+	// collectors.
+	Registry *prometheus.Registry
+	// Tap, when set, also receives every pair and unpair event after the
+	// media server has: an observation point for tests and auditing.
+	Tap plug.Media
+}
+
+// Server is the whole umplug service behind one http.Handler.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	meta    *meta.Server
+	media   *media.Server
+	metaUp  websocket.Upgrader
+	mediaUp *websocket.Upgrader
+	mux     *http.ServeMux
+	allowed map[string]bool
+
+	wg sync.WaitGroup // media connections being served
+}
+
+// New builds a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+		cfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = protocol.PingInterval
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = protocol.IdleTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.MaxFrameBytes <= 0 {
+		cfg.MaxFrameBytes = protocol.MaxFrameBytes
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), allowed: map[string]bool{}}
+	for _, o := range cfg.AllowedOrigins {
+		s.allowed[strings.ToLower(strings.TrimRight(o, "/"))] = true
+	}
+
+	// The media server needs the meta server (to end calls) and the meta
+	// server needs the media server (to pair): break the cycle with a
+	// forwarding ender set once both exist.
+	ender := &lateEnder{}
+	mc := cfg.Media
+	mc.Ender = ender
+	if mc.Clock == nil {
+		mc.Clock = cfg.Meta.Clock
+	}
+	mc.Logger = cfg.Logger.With("part", "media")
+	mc.Registerer = cfg.Registry
+	md, err := media.New(mc)
+	if err != nil {
+		return nil, fmt.Errorf("server: media: %w", err)
+	}
+	tc := cfg.Meta
+	tc.Media = md
+	if cfg.Tap != nil {
+		tc.Media = tee{md, cfg.Tap}
+	}
+	tc.Logger = cfg.Logger.With("part", "meta")
+	tc.Registerer = cfg.Registry
+	mt, err := meta.New(tc)
+	if err != nil {
+		return nil, fmt.Errorf("server: meta: %w", err)
+	}
+	ender.s = mt
+	s.meta, s.media = mt, md
+
+	s.metaUp = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		// Small read buffer: /meta frames are small and an idle connection
+		// keeps its read buffer. Write buffers come from a pool and are held
+		// only while a frame is written.
+		ReadBufferSize:  1024,
+		WriteBufferSize: 4096,
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     s.checkOrigin,
+	}
+	s.mediaUp = media.Upgrader(s.checkOrigin)
+
+	s.mux.HandleFunc("GET /meta", s.serveMeta)
+	s.mux.HandleFunc("GET /media", s.serveMedia)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	s.mux.Handle("/", web.Handler())
+	return s, nil
+}
+
+// tee forwards pair/unpair events to two consumers in order.
+type tee [2]plug.Media
+
+func (t tee) Pair(p plug.Pair)     { t[0].Pair(p); t[1].Pair(p) }
+func (t tee) Unpair(u plug.Unpair) { t[0].Unpair(u); t[1].Unpair(u) }
+
+type lateEnder struct{ s *meta.Server }
+
+func (l *lateEnder) EndCall(call, user, reason string) { l.s.EndCall(call, user, reason) }
+
+// Handler returns the HTTP handler of the whole service.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Meta returns the metadata server (for tests and the admin tools).
+func (s *Server) Meta() *meta.Server { return s.meta }
+
+// Shutdown ends every call with reason shutdown, tells every device, closes
+// every connection, and waits for that or ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.meta.Shutdown(ctx)
+	s.media.Close()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = fmt.Errorf("server: shutdown: %w", ctx.Err())
+		}
+	}
+	return err
+}
+
+// checkOrigin allows non-browser clients (no Origin), the server's own
+// origin, and the configured ones.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	return s.allowed[strings.ToLower(strings.TrimRight(origin, "/"))]
+}
+
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func (s *Server) serveMeta(w http.ResponseWriter, r *http.Request) {
+	c, err := s.metaUp.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered (403 for a foreign origin)
+	}
+	wc := &wsConn{c: c, writeTimeout: s.cfg.WriteTimeout}
+	sess, err := s.meta.Open(wc, remoteHost(r))
+	if err != nil {
+		code := protocol.CloseGoingAway
+		if errors.Is(err, meta.ErrTooManyConns) {
+			code = protocol.ClosePolicy
+		}
+		c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, err.Error()), time.Now().Add(time.Second))
+		c.Close()
+		return
+	}
+	s.readMeta(c, wc, sess)
+}
+
+// readMeta is the connection's read loop: it runs on the HTTP handler's
+// goroutine, so an idle connection costs one goroutine in total.
+func (s *Server) readMeta(c *websocket.Conn, wc *wsConn, sess *meta.Session) {
+	defer func() {
+		sess.Close()
+		c.Close()
+	}()
+	c.SetReadLimit(s.cfg.MaxFrameBytes)
+	deadline := func() {
+		if !wc.isClosing() {
+			c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		}
+	}
+	deadline()
+	c.SetPongHandler(func(string) error { deadline(); return nil })
+	// Liveness: a timer per connection (no goroutine) sends pings; the read
+	// deadline drops a connection that answers nothing for IdleTimeout.
+	var ping *time.Timer
+	ping = time.AfterFunc(s.cfg.PingInterval, func() {
+		if err := c.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
+			return
+		}
+		ping.Reset(s.cfg.PingInterval)
+	})
+	defer ping.Stop()
+	for {
+		typ, data, err := c.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				// gorilla has sent close 1009; let the client read it
+				// before the socket goes (closing with unread input
+				// would reset the connection and lose the close frame).
+				wc.linger()
+			}
+			return
+		}
+		if wc.isClosing() {
+			continue // discard until the peer answers our close
+		}
+		deadline()
+		if typ != websocket.TextMessage {
+			wc.Close(protocol.CloseUnsupported, "binary frames are not allowed on /meta")
+			continue
+		}
+		sess.Handle(data)
+	}
+}
+
+// wsConn adapts a gorilla connection to meta.Conn.
+type wsConn struct {
+	c            *websocket.Conn
+	writeTimeout time.Duration
+
+	mu      sync.Mutex // guards closing
+	closing bool
+}
+
+func (w *wsConn) WriteText(b []byte) error {
+	w.c.SetWriteDeadline(time.Now().Add(w.writeTimeout))
+	return w.c.WriteMessage(websocket.TextMessage, b)
+}
+
+// Close sends a close frame and gives the peer a short grace to answer it;
+// the read loop then ends and closes the socket.
+func (w *wsConn) Close(code int, reason string) {
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		return
+	}
+	w.closing = true
+	w.mu.Unlock()
+	w.c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	w.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+}
+
+func (w *wsConn) isClosing() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closing
+}
+
+// linger discards input for a moment after a close frame was sent.
+func (w *wsConn) linger() {
+	nc := w.c.NetConn()
+	nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	io.Copy(io.Discard, nc)
+}
+
+func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
+	c, err := s.mediaUp.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	s.wg.Add(1)
+	defer s.wg.Done()
+	s.media.ServeConn(r.Context(), c)
+}
