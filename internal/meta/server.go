@@ -276,3 +276,13 @@ func newTicket() string {
 	}
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
+
+// Devices returns how many identified devices user has on this server.
+func (s *Server) Devices(user string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if us := s.users[user]; us != nil {
+		return len(us.devices)
+	}
+	return 0
+}
