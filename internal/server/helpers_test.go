@@ -31,9 +31,10 @@ type frame struct {
 // wsc is a raw protocol client: it sends exactly the JSON a test gives it
 // and hands back every frame, so tests can check the wire itself.
 type wsc struct {
-	t    testing.TB
-	name string
-	c    *websocket.Conn
+	t      testing.TB
+	name   string
+	device string // set by login
+	c      *websocket.Conn
 
 	mu      sync.Mutex // guards the following
 	frames  []frame
@@ -262,6 +263,7 @@ func login(t testing.TB, s *servertest.Server, name string) *wsc {
 	if f.Device == "" {
 		t.Fatalf("whoami response without device: %s", f.raw)
 	}
+	w.device = f.Device
 	return w
 }
 

@@ -1,0 +1,244 @@
+// Package password hashes and verifies user passwords with argon2id and
+// stores them as PHC strings ($argon2id$v=19$m=…,t=…,p=…$salt$key).
+//
+// argon2id is memory-hard on purpose: each hash holds Params.Memory KiB for
+// its duration. A Hasher therefore bounds how many hashes run at once, so that
+// a burst of logins cannot exhaust the server's memory; callers wait for a
+// slot with their context.
+package password
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/argon2"
+)
+
+// Params are argon2id's cost parameters.
+type Params struct {
+	Memory  uint32 // KiB
+	Time    uint32 // passes over the memory
+	Threads uint8  // lanes (the PHC p= parameter)
+	SaltLen uint32 // bytes
+	KeyLen  uint32 // bytes
+}
+
+// OWASP is the OWASP Password Storage Cheat Sheet minimum for argon2id
+// (m=19 MiB, t=2, p=1), the contract's floor for stored hashes.
+var OWASP = Params{Memory: 19456, Time: 2, Threads: 1, SaltLen: 16, KeyLen: 32}
+
+// Limits on parameters read from a stored hash. A hash beyond them is treated
+// as malformed rather than computed: verifying it would let one corrupt record
+// take a gigabyte of memory or minutes of CPU.
+const (
+	maxMemory  = 1 << 20 // KiB = 1 GiB
+	maxTime    = 100
+	minSaltLen = 8
+	maxSaltLen = 1024
+	minKeyLen  = 16
+	maxKeyLen  = 1024
+)
+
+// Config configures a Hasher. The zero value is the OWASP minimum with one
+// concurrent hash per CPU.
+type Config struct {
+	// Params are used for new hashes. Zero means OWASP. Verify always uses
+	// the parameters stored in the hash, so raising them later keeps old
+	// hashes valid.
+	Params Params
+	// MaxConcurrent bounds hashes running at once (Hash, Verify and
+	// VerifyUnknown together). Zero means runtime.NumCPU(). Peak memory is
+	// about MaxConcurrent × Params.Memory KiB.
+	MaxConcurrent int
+}
+
+// Hasher hashes and verifies passwords. It is safe for concurrent use.
+type Hasher struct {
+	params Params
+	sem    chan struct{} // one token per running hash
+	dummy  string        // a PHC string with params that matches no password
+}
+
+// New returns a Hasher for cfg.
+func New(cfg Config) *Hasher {
+	p := cfg.Params
+	if p == (Params{}) {
+		p = OWASP
+	}
+	if p.Threads == 0 {
+		p.Threads = 1
+	}
+	if p.Time == 0 {
+		p.Time = 1
+	}
+	if p.Memory < 8*uint32(p.Threads) {
+		p.Memory = 8 * uint32(p.Threads) // argon2's floor; decode enforces it
+	}
+	if p.SaltLen < minSaltLen {
+		p.SaltLen = OWASP.SaltLen
+	}
+	if p.KeyLen < minKeyLen {
+		p.KeyLen = OWASP.KeyLen
+	}
+	n := cfg.MaxConcurrent
+	if n <= 0 {
+		n = runtime.NumCPU()
+	}
+	h := &Hasher{params: p, sem: make(chan struct{}, n)}
+	// The dummy needs no real derivation: verifying any password against
+	// random salt and key with h's params costs exactly one derivation.
+	h.dummy = encode(p, randomBytes(p.SaltLen), randomBytes(p.KeyLen))
+	return h
+}
+
+// Params returns the parameters used for new hashes.
+func (h *Hasher) Params() Params { return h.params }
+
+// Hash returns the PHC string of password with a fresh random salt.
+func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
+	if err := h.acquire(ctx); err != nil {
+		return "", err
+	}
+	defer h.release()
+	salt := randomBytes(h.params.SaltLen)
+	key := argon2.IDKey([]byte(password), salt, h.params.Time, h.params.Memory, h.params.Threads, h.params.KeyLen)
+	return encode(h.params, salt, key), nil
+}
+
+// Verify reports whether password matches the PHC string phc. A malformed phc
+// is an error wrapping ErrMalformed; a context that ends while waiting for a
+// slot is an error wrapping the context's error.
+func (h *Hasher) Verify(ctx context.Context, phc, password string) (bool, error) {
+	p, salt, key, err := decode(phc)
+	if err != nil {
+		return false, err
+	}
+	if err := h.acquire(ctx); err != nil {
+		return false, err
+	}
+	defer h.release()
+	got := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key)))
+	return subtle.ConstantTimeCompare(got, key) == 1, nil
+}
+
+// VerifyUnknown does the work of one Verify with h's parameters against a
+// hash that matches nothing. Call it when the user does not exist, so that
+// "unknown user" and "wrong password" take the same time and memory.
+func (h *Hasher) VerifyUnknown(ctx context.Context, password string) {
+	_, _ = h.Verify(ctx, h.dummy, password)
+}
+
+func (h *Hasher) acquire(ctx context.Context) error {
+	// Check first: select picks at random when both cases are ready, and a
+	// finished context must not start an expensive hash.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("password: wait for a hashing slot: %w", err)
+	}
+	select {
+	case h.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("password: wait for a hashing slot: %w", ctx.Err())
+	}
+}
+
+func (h *Hasher) release() { <-h.sem }
+
+var b64 = base64.RawStdEncoding
+
+func encode(p Params, salt, key []byte) string {
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
+		argon2.Version, p.Memory, p.Time, p.Threads, b64.EncodeToString(salt), b64.EncodeToString(key))
+}
+
+// decode parses a PHC string into its parameters, salt and key.
+func decode(phc string) (Params, []byte, []byte, error) {
+	var p Params
+	parts := strings.Split(phc, "$")
+	if len(parts) != 6 || parts[0] != "" {
+		return p, nil, nil, fmt.Errorf("%w: want 5 $-separated fields", ErrMalformed)
+	}
+	if parts[1] != "argon2id" {
+		return p, nil, nil, fmt.Errorf("%w: algorithm %q is not argon2id", ErrMalformed, truncate(parts[1]))
+	}
+	if parts[2] != "v="+strconv.Itoa(argon2.Version) {
+		return p, nil, nil, fmt.Errorf("%w: version %q is not v=%d", ErrMalformed, truncate(parts[2]), argon2.Version)
+	}
+	kv := strings.Split(parts[3], ",")
+	if len(kv) != 3 {
+		return p, nil, nil, fmt.Errorf("%w: want parameters m=,t=,p=", ErrMalformed)
+	}
+	var seen [3]bool
+	for _, f := range kv {
+		name, val, ok := strings.Cut(f, "=")
+		if !ok {
+			return p, nil, nil, fmt.Errorf("%w: parameter %q has no value", ErrMalformed, truncate(f))
+		}
+		n, err := strconv.ParseUint(val, 10, 32)
+		if err != nil {
+			return p, nil, nil, fmt.Errorf("%w: parameter %s is not a number", ErrMalformed, truncate(name))
+		}
+		var i int
+		switch name {
+		case "m":
+			i, p.Memory = 0, uint32(n)
+		case "t":
+			i, p.Time = 1, uint32(n)
+		case "p":
+			if n > 255 {
+				return p, nil, nil, fmt.Errorf("%w: p=%d over 255", ErrMalformed, n)
+			}
+			i, p.Threads = 2, uint8(n)
+		default:
+			return p, nil, nil, fmt.Errorf("%w: unknown parameter %q", ErrMalformed, truncate(name))
+		}
+		if seen[i] {
+			return p, nil, nil, fmt.Errorf("%w: parameter %s repeated", ErrMalformed, name)
+		}
+		seen[i] = true
+	}
+	switch {
+	case p.Threads < 1:
+		return p, nil, nil, fmt.Errorf("%w: p must be at least 1", ErrMalformed)
+	case p.Time < 1 || p.Time > maxTime:
+		return p, nil, nil, fmt.Errorf("%w: t=%d outside 1..%d", ErrMalformed, p.Time, maxTime)
+	case p.Memory < 8*uint32(p.Threads) || p.Memory > maxMemory:
+		return p, nil, nil, fmt.Errorf("%w: m=%d outside 8*p..%d KiB", ErrMalformed, p.Memory, maxMemory)
+	}
+	salt, err := b64.DecodeString(parts[4])
+	if err != nil {
+		return p, nil, nil, fmt.Errorf("%w: salt is not unpadded base64", ErrMalformed)
+	}
+	key, err := b64.DecodeString(parts[5])
+	if err != nil {
+		return p, nil, nil, fmt.Errorf("%w: key is not unpadded base64", ErrMalformed)
+	}
+	if len(salt) < minSaltLen || len(salt) > maxSaltLen {
+		return p, nil, nil, fmt.Errorf("%w: salt of %d bytes outside %d..%d", ErrMalformed, len(salt), minSaltLen, maxSaltLen)
+	}
+	if len(key) < minKeyLen || len(key) > maxKeyLen {
+		return p, nil, nil, fmt.Errorf("%w: key of %d bytes outside %d..%d", ErrMalformed, len(key), minKeyLen, maxKeyLen)
+	}
+	p.SaltLen, p.KeyLen = uint32(len(salt)), uint32(len(key))
+	return p, salt, key, nil
+}
+
+func randomBytes(n uint32) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return b
+}
+
+// truncate keeps error messages short when a stored value is garbage.
+func truncate(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "…"
+	}
+	return s
+}
