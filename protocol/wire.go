@@ -30,9 +30,13 @@ func (t *Tx) UnmarshalJSON(b []byte) error {
 	*t = ""
 	b = bytes.TrimSpace(b)
 	if len(b) > 0 && (b[0] == '-' || (b[0] >= '0' && b[0] <= '9')) {
+		// Only numbers a float64 holds (what JavaScript and Go clients
+		// compare) count; 1e400 is JSON but no client could match it.
 		var n json.Number
 		if err := json.Unmarshal(b, &n); err == nil {
-			*t = Tx(n)
+			if _, err := strconv.ParseFloat(string(n), 64); err == nil {
+				*t = Tx(n)
+			}
 		}
 	}
 	return nil

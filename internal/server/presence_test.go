@@ -37,7 +37,7 @@ func TestPresence(t *testing.T) {
 
 	a1 := login(t, s, "alice")
 	b.expect("status", "alice", "", "")
-	c.quiet() // not a mutual peer: sees nothing
+	c.quiet()  // not a mutual peer: sees nothing
 	a1.quiet() // its own login pushes nothing to it: peers tells the current state
 
 	// A second device: alice was online already, nobody is told again.
