@@ -3,6 +3,7 @@
 //	umplug serve            run the metadata + media server and the web app
 //	umplug user …           administer the user store offline
 //	umplug pipe …           call or answer a peer and pipe stdin/stdout through the media relay
+//	umplug bench …          load generator that prints figures
 //
 // main stays thin: run parses the subcommand and its flags into a config and
 // does the work, so that tests can call run directly.
@@ -32,6 +33,7 @@ commands:
   serve   run the server (metadata /meta, media /media, web app /)
   user    administer users offline: add, del, passwd, list, peers
   pipe    log in, call or answer a peer, and relay stdin/stdout as media
+  bench   load generator: call setups, idle connections, presence, login flood
 
 Run 'umplug <command> -h' for a command's flags.
 `
@@ -50,6 +52,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runUser(ctx, rest, stdin, stdout, stderr)
 	case "pipe":
 		return runPipe(ctx, rest, stdin, stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

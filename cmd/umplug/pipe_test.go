@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/user-media-plug/umplug/client"
+	"github.com/user-media-plug/umplug/internal/servertest"
+)
+
+// syncBuffer is a bytes.Buffer safe for the concurrent log writes of runPipe.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestPipe(t *testing.T) {
+	tests := []struct {
+		name           string
+		callerBytes    int
+		answererBytes  int
+		answererFilter bool
+	}{
+		{name: "both ways", callerBytes: 1 << 20, answererBytes: 300 << 10},
+		{name: "one way, answerer stdin empty", callerBytes: 500 << 10, answererFilter: true},
+		{name: "one way, caller stdin empty", answererBytes: 100 << 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			s := servertest.Start(t, nil)
+			dir := t.TempDir()
+			pwFile := filepath.Join(dir, "pw")
+			if err := os.WriteFile(pwFile, []byte("sesameopen\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// bob's account exists with alice as a peer; alice's is made by pipe.
+			c, err := client.Dial(ctx, s.URL, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.Register(ctx, "alice", "sesameopen"); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Register(ctx, "bob", "sesameopen", "alice"); err != nil {
+				t.Fatal(err)
+			}
+
+			up, down := make([]byte, tt.callerBytes), make([]byte, tt.answererBytes)
+			rand.Read(up)
+			rand.Read(down)
+			var aliceOut, bobOut bytes.Buffer
+			var aliceLog, bobLog syncBuffer
+			answerArgs := []string{"-server", s.URL, "-user", "bob", "-password-file", pwFile, "-answer", "-v"}
+			if tt.answererFilter {
+				answerArgs = append(answerArgs, "-from", "alice")
+			}
+			errc := make(chan error, 2)
+			go func() {
+				errc <- runPipe(ctx, answerArgs, bytes.NewReader(down), &bobOut, &bobLog)
+			}()
+			go func() {
+				errc <- runPipe(ctx, []string{"-server", s.MetaURL, "-user", "alice", "-password-file", pwFile,
+					"-register", "-peers", "bob", "-call", "bob", "-v"}, bytes.NewReader(up), &aliceOut, &aliceLog)
+			}()
+			for range 2 {
+				if err := <-errc; err != nil {
+					t.Errorf("runPipe: %v", err)
+				}
+			}
+			if !bytes.Equal(bobOut.Bytes(), up) {
+				t.Errorf("bob received %d bytes, want alice's %d", bobOut.Len(), len(up))
+			}
+			if !bytes.Equal(aliceOut.Bytes(), down) {
+				t.Errorf("alice received %d bytes, want bob's %d", aliceOut.Len(), len(down))
+			}
+			if t.Failed() || testing.Verbose() {
+				t.Logf("alice's log:\n%s\nbob's log:\n%s", aliceLog.String(), bobLog.String())
+			}
+			if strings.Contains(aliceLog.String()+bobLog.String(), "sesameopen") {
+				t.Error("a password was logged")
+			}
+		})
+	}
+}
+
+func TestPipeFlags(t *testing.T) {
+	t.Setenv("UMPLUG_PASSWORD", "")
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no user", []string{"-call", "bob"}, "-user is required"},
+		{"no mode", []string{"-user", "a"}, "exactly one of"},
+		{"both modes", []string{"-user", "a", "-call", "b", "-answer"}, "exactly one of"},
+		{"from without answer", []string{"-user", "a", "-call", "b", "-from", "c"}, "-from only"},
+		{"self", []string{"-user", "a", "-call", "a"}, "yourself"},
+		{"stray arg", []string{"-user", "a", "-answer", "x"}, "unexpected argument"},
+		{"no password", []string{"-user", "a", "-answer"}, "no password"},
+		{"missing password file", []string{"-user", "a", "-answer", "-password-file", "/nonexistent/pw"}, "password file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := runPipe(context.Background(), tt.args, strings.NewReader(""), io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("runPipe(%q) = %v, want an error containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
+	t.Run("help", func(t *testing.T) {
+		var out bytes.Buffer
+		if err := runPipe(context.Background(), []string{"-h"}, strings.NewReader(""), io.Discard, &out); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "UMPLUG_PASSWORD") {
+			t.Errorf("help does not mention UMPLUG_PASSWORD:\n%s", out.String())
+		}
+	})
+}
