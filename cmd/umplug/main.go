@@ -19,12 +19,24 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 	if err := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "umplug:", err)
 		os.Exit(1)
 	}
+}
+
+// signalContext is done at the first SIGINT or SIGTERM, which starts a
+// graceful shutdown; signal handling is then given back to the runtime, so a
+// second signal ends the process at once.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	return ctx, stop
 }
 
 const usage = `usage: umplug <command> [flags]

@@ -28,6 +28,7 @@ type serveConfig struct {
 	allowedOrigins  string
 	ringingTimeout  time.Duration
 	maxDevices      int
+	regsPerMinute   int
 	tlsCert, tlsKey string
 	shutdownTimeout time.Duration
 }
@@ -71,6 +72,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.allowedOrigins, "allowed-origins", envOr("UMPLUG_ALLOWED_ORIGINS", ""), "comma-separated extra browser origins allowed to connect, besides the server's own (env UMPLUG_ALLOWED_ORIGINS)")
 	fs.DurationVar(&c.ringingTimeout, "ringing-timeout", envDuration("UMPLUG_RINGING_TIMEOUT", 30*time.Second), "how long a call rings before it times out (env UMPLUG_RINGING_TIMEOUT)")
 	fs.IntVar(&c.maxDevices, "max-devices", envInt("UMPLUG_MAX_DEVICES", 8), "identified connections per user (env UMPLUG_MAX_DEVICES)")
+	fs.IntVar(&c.regsPerMinute, "registrations-per-minute", envInt("UMPLUG_REGISTRATIONS_PER_MINUTE", 20), "reg-user attempts allowed per remote address per minute (env UMPLUG_REGISTRATIONS_PER_MINUTE)")
 	fs.StringVar(&c.tlsCert, "tls-cert", envOr("UMPLUG_TLS_CERT", ""), "TLS certificate file (PEM); with -tls-key serves https/wss (env UMPLUG_TLS_CERT)")
 	fs.StringVar(&c.tlsKey, "tls-key", envOr("UMPLUG_TLS_KEY", ""), "TLS private key file (PEM) (env UMPLUG_TLS_KEY)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDuration("UMPLUG_SHUTDOWN_TIMEOUT", 10*time.Second), "how long a graceful shutdown may take (env UMPLUG_SHUTDOWN_TIMEOUT)")
@@ -131,10 +133,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	srv, err := server.New(server.Config{
 		Meta: meta.Config{
-			Store:              st,
-			RegistrationClosed: c.registration == "closed",
-			RingingTimeout:     c.ringingTimeout,
-			MaxDevices:         c.maxDevices,
+			Store:                st,
+			RegistrationClosed:   c.registration == "closed",
+			RingingTimeout:       c.ringingTimeout,
+			MaxDevices:           c.maxDevices,
+			RegistrationsPerAddr: c.regsPerMinute,
 		},
 		AllowedOrigins: origins,
 		Logger:         log,

@@ -1,0 +1,278 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/gorilla/websocket"
+
+	"github.com/user-media-plug/umplug/web"
+)
+
+func TestHandler(t *testing.T) {
+	srv := httptest.NewServer(web.Handler())
+	defer srv.Close()
+	tests := []struct {
+		name, method, path string
+		status             int
+		ctype              string
+		contains           string
+	}{
+		{"index", "GET", "/", 200, "text/html; charset=utf-8", `<script type="module" src="/app.js">`},
+		{"index by name", "GET", "/index.html", 200, "text/html; charset=utf-8", "umplug"},
+		{"client library", "GET", "/umplug.js", 200, "text/javascript; charset=utf-8", "export class UmplugClient extends EventTarget"},
+		{"app script", "GET", "/app.js", 200, "text/javascript; charset=utf-8", "from '/umplug.js'"},
+		{"styles", "GET", "/app.css", 200, "text/css; charset=utf-8", ".peers"},
+		{"head", "HEAD", "/umplug.js", 200, "text/javascript; charset=utf-8", ""},
+		{"missing", "GET", "/nope.js", 404, "", ""},
+		{"traversal", "GET", "/../web.go", 404, "", ""},
+		{"post", "POST", "/app.js", 405, "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, tc.method, srv.URL+tc.path, nil)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			body, _ := io.ReadAll(res.Body)
+			if res.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", res.StatusCode, tc.status)
+			}
+			if tc.status != 200 {
+				return
+			}
+			if got := res.Header.Get("Content-Type"); got != tc.ctype {
+				t.Errorf("Content-Type %q, want %q", got, tc.ctype)
+			}
+			if got := res.Header.Get("Cache-Control"); got != "no-cache" {
+				t.Errorf("Cache-Control %q, want no-cache", got)
+			}
+			if !strings.Contains(string(body), tc.contains) {
+				t.Errorf("body lacks %q", tc.contains)
+			}
+			// Revalidation answers 304 with no body.
+			req2, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+tc.path, nil)
+			req2.Header.Set("If-None-Match", res.Header.Get("ETag"))
+			res2, err := http.DefaultClient.Do(req2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res2.Body.Close()
+			if res2.StatusCode != http.StatusNotModified {
+				t.Errorf("revalidation status %d, want 304", res2.StatusCode)
+			}
+		})
+	}
+}
+
+// fakeMeta is a scripted stand-in for the metadata server, so that the web
+// app's screens and error messages can be checked without the real server.
+type fakeMeta struct {
+	srv *httptest.Server
+
+	mu    sync.Mutex // guards conns
+	conns []*websocket.Conn
+}
+
+func newFakeMeta(t *testing.T) *fakeMeta {
+	f := &fakeMeta{}
+	mux := http.NewServeMux()
+	mux.Handle("/", web.Handler())
+	up := websocket.Upgrader{}
+	mux.HandleFunc("/meta", func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		f.mu.Lock()
+		f.conns = append(f.conns, c)
+		f.mu.Unlock()
+		for {
+			_, b, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			var m map[string]any
+			if json.Unmarshal(b, &m) != nil {
+				continue
+			}
+			f.send(c, answer(m))
+		}
+	})
+	f.srv = httptest.NewServer(mux)
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeMeta) send(c *websocket.Conn, m map[string]any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_ = c.WriteJSON(m)
+}
+
+// push sends an event to every connection.
+func (f *fakeMeta) push(m map[string]any) {
+	f.mu.Lock()
+	conns := append([]*websocket.Conn(nil), f.conns...)
+	f.mu.Unlock()
+	for _, c := range conns {
+		f.send(c, m)
+	}
+}
+
+// answer scripts the fake server's responses.
+func answer(m map[string]any) map[string]any {
+	typ, _ := m["type"].(string)
+	res := map[string]any{"type": "res", "for": typ, "tx": m["tx"], "ok": true}
+	fail := func(code, reason string) map[string]any {
+		res["ok"], res["error"], res["reason"] = false, code, reason
+		return res
+	}
+	switch typ {
+	case "reg-user":
+		if m["user"] == "taken" {
+			return fail("exists", "user exists")
+		}
+	case "whoami":
+		if m["password"] == "wrongpass" {
+			return fail("auth-failed", "unknown user or wrong password")
+		}
+		res["device"] = "d1"
+	case "peers":
+		res["peers"] = []map[string]any{
+			{"user": "bob", "mutual": true, "online": true, "status": "online"},
+			{"user": "carol", "mutual": true, "online": true, "status": "in a meeting until 3pm"},
+			{"user": "dave", "mutual": true, "online": false, "status": nil},
+			{"user": "erin.with.a.rather.long.name@example.org", "mutual": false, "online": false, "status": nil},
+		}
+	case "add-peers":
+		if ps, _ := m["peers"].([]any); len(ps) > 0 && ps[0] == "nobody" {
+			res = fail("not-found", "not registered")
+			res["missing"] = []string{"nobody"}
+		}
+	case "call":
+		if m["peer"] == "carol" {
+			return fail("busy", "carol is in a call")
+		}
+	}
+	return res
+}
+
+// TestAppScreens drives the web app against the fake server: error messages
+// for failed requests, the peers list, the ringing and incoming screens, at
+// phone and desktop sizes, saving screenshots of each.
+func TestAppScreens(t *testing.T) {
+	needChromium(t)
+	f := newFakeMeta(t)
+	dir := artifactsDir(t)
+	sizes := []struct {
+		name string
+		w, h int
+	}{{"phone", 390, 844}, {"desktop", 1280, 800}}
+	for _, sz := range sizes {
+		t.Run(sz.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			b := newBrowser(t, ctx, sz.w, sz.h)
+			step := func(what string, acts ...chromedp.Action[chromedp.Void]) {
+				t.Helper()
+				if err := chromedp.Do(b, acts...); err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+			}
+			wait := func(what, expr string) {
+				t.Helper()
+				if err := waitJS(b, what, expr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if sz.name == "phone" {
+				step("emulate phone", chromedp.EmulateViewport(int64(sz.w), int64(sz.h), chromedp.EmulateMobile))
+			}
+			step("open", chromedp.Navigate(f.srv.URL), chromedp.WaitVisible("#auth"))
+			screenshot(t, b, dir, sz.name+"-1-login")
+
+			step("bad login", chromedp.SendKeys("#reg-user", "alice"), chromedp.SendKeys("#reg-pass", "wrongpass"), chromedp.Click("#btn-login"))
+			wait("auth-failed message", `!document.querySelector('#error').hidden && document.querySelector('#error-text').textContent.includes('Wrong user name or password')`)
+			screenshot(t, b, dir, sz.name+"-2-login-error")
+
+			step("register taken", chromedp.SetValue("#reg-user", "taken"), chromedp.SetValue("#reg-pass", "sesameopen"), chromedp.Click("#btn-register"))
+			wait("exists message", `document.querySelector('#error-text').textContent.includes('already taken')`)
+
+			step("login", chromedp.SetValue("#reg-user", "alice"), chromedp.SetValue("#reg-pass", "sesameopen"), chromedp.Click("#btn-login"))
+			if err := waitState(b, "idle"); err != nil {
+				t.Fatal(err)
+			}
+			wait("peers", `document.querySelectorAll('#peers li[data-peer]').length === 4`)
+			wait("call enabled for bob only", `!document.querySelector('[data-peer="bob"] .call').disabled && document.querySelector('[data-peer="dave"] .call').disabled`)
+
+			step("add unknown", chromedp.SendKeys("#peer-add", "nobody"), chromedp.Click("#btn-peer-add"))
+			wait("not-found message", `document.querySelector('#error-text').textContent.includes('No such user: nobody')`)
+
+			f.push(map[string]any{"type": "status", "user": "bob", "status": "away"})
+			wait("live status", `document.querySelector('[data-peer="bob"] .peer-status').textContent === 'away'`)
+			screenshot(t, b, dir, sz.name+"-3-peers")
+
+			step("call busy carol", chromedp.Click(`[data-peer="carol"] .call`))
+			wait("busy message", `document.querySelector('#error-text').textContent.includes('busy') && document.querySelector('#state').textContent === 'idle'`)
+
+			step("call bob", chromedp.Click(`[data-peer="bob"] .call`))
+			if err := waitState(b, "ringing"); err != nil {
+				t.Fatal(err)
+			}
+			screenshot(t, b, dir, sz.name+"-4-ringing")
+			f.push(map[string]any{"type": "reject", "user": "bob", "peer": "alice", "tx": 1, "reason": "timeout"})
+			if err := waitState(b, "idle"); err != nil {
+				t.Fatal(err)
+			}
+			if got := text(b, "#notice-text"); !strings.Contains(got, "did not answer") {
+				t.Errorf("timeout notice %q", got)
+			}
+
+			f.push(map[string]any{"type": "call", "user": "bob", "peer": "alice", "tx": 7})
+			if err := waitState(b, "incoming"); err != nil {
+				t.Fatal(err)
+			}
+			screenshot(t, b, dir, sz.name+"-5-incoming")
+			f.push(map[string]any{"type": "cancel", "user": "bob", "peer": "alice", "tx": 7, "reason": "cancelled"})
+			if err := waitState(b, "idle"); err != nil {
+				t.Fatal(err)
+			}
+			if got := text(b, "#notice-text"); !strings.Contains(got, "cancelled") {
+				t.Errorf("cancel notice %q", got)
+			}
+
+			// The in-call screen with the local preview (the fake server
+			// sends no media: the remote video stays black).
+			f.push(map[string]any{"type": "call", "user": "bob", "peer": "alice", "tx": 8})
+			if err := waitState(b, "incoming"); err != nil {
+				t.Fatal(err)
+			}
+			step("accept", chromedp.Click("#btn-accept"))
+			if err := waitState(b, "in-call"); err != nil {
+				t.Fatal(err)
+			}
+			wait("local preview", `document.querySelector('#local-video').videoWidth > 0`)
+			screenshot(t, b, dir, sz.name+"-6-in-call")
+			f.push(map[string]any{"type": "unpair", "user": "bob", "peer": "alice", "reason": "hangup"})
+			if err := waitState(b, "idle"); err != nil {
+				t.Fatal(err)
+			}
+			if got := text(b, "#notice-text"); !strings.Contains(got, "hung up") {
+				t.Errorf("hangup notice %q", got)
+			}
+		})
+	}
+}
