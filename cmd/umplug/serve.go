@@ -29,6 +29,8 @@ type serveConfig struct {
 	ringingTimeout  time.Duration
 	maxDevices      int
 	regsPerMinute   int
+	msgRate         float64
+	msgBurst        int
 	tlsCert, tlsKey string
 	shutdownTimeout time.Duration
 }
@@ -45,6 +47,16 @@ func envDuration(name string, def time.Duration) time.Duration {
 	if v, ok := os.LookupEnv(name); ok {
 		if d, err := time.ParseDuration(v); err == nil {
 			return d
+		}
+	}
+	return def
+}
+
+func envFloat(name string, def float64) float64 {
+	if v, ok := os.LookupEnv(name); ok {
+		var f float64
+		if _, err := fmt.Sscan(v, &f); err == nil {
+			return f
 		}
 	}
 	return def
@@ -73,6 +85,8 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.DurationVar(&c.ringingTimeout, "ringing-timeout", envDuration("UMPLUG_RINGING_TIMEOUT", 30*time.Second), "how long a call rings before it times out (env UMPLUG_RINGING_TIMEOUT)")
 	fs.IntVar(&c.maxDevices, "max-devices", envInt("UMPLUG_MAX_DEVICES", 8), "identified connections per user (env UMPLUG_MAX_DEVICES)")
 	fs.IntVar(&c.regsPerMinute, "registrations-per-minute", envInt("UMPLUG_REGISTRATIONS_PER_MINUTE", 20), "reg-user attempts allowed per remote address per minute (env UMPLUG_REGISTRATIONS_PER_MINUTE)")
+	fs.Float64Var(&c.msgRate, "msg-rate", envFloat("UMPLUG_MSG_RATE", 20), "messages per second allowed per connection; negative: unlimited, for load tests only (env UMPLUG_MSG_RATE)")
+	fs.IntVar(&c.msgBurst, "msg-burst", envInt("UMPLUG_MSG_BURST", 50), "burst of messages over -msg-rate per connection (env UMPLUG_MSG_BURST)")
 	fs.StringVar(&c.tlsCert, "tls-cert", envOr("UMPLUG_TLS_CERT", ""), "TLS certificate file (PEM); with -tls-key serves https/wss (env UMPLUG_TLS_CERT)")
 	fs.StringVar(&c.tlsKey, "tls-key", envOr("UMPLUG_TLS_KEY", ""), "TLS private key file (PEM) (env UMPLUG_TLS_KEY)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDuration("UMPLUG_SHUTDOWN_TIMEOUT", 10*time.Second), "how long a graceful shutdown may take (env UMPLUG_SHUTDOWN_TIMEOUT)")
@@ -138,6 +152,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 			RingingTimeout:       c.ringingTimeout,
 			MaxDevices:           c.maxDevices,
 			RegistrationsPerAddr: c.regsPerMinute,
+			RateLimit:            c.msgRate,
+			RateBurst:            c.msgBurst,
 		},
 		AllowedOrigins: origins,
 		Logger:         log,

@@ -54,8 +54,9 @@ type Config struct {
 	// MaxDevices bounds identified connections per user; default 8.
 	MaxDevices int
 	// RateLimit and RateBurst bound messages per connection (token bucket);
-	// defaults 20/s and 50. A connection that keeps going over the limit
-	// (AbuseLimit refused messages in a row, default 100) is closed.
+	// defaults 20/s and 50; a negative RateLimit means unlimited (for load
+	// tests on a trusted network only). A connection that keeps going over
+	// the limit (AbuseLimit refused messages in a row, default 100) is closed.
 	RateLimit  float64
 	RateBurst  int
 	AbuseLimit int
@@ -99,7 +100,7 @@ func (c *Config) setDefaults() {
 	if c.MaxDevices <= 0 {
 		c.MaxDevices = protocol.DefaultDevices
 	}
-	if c.RateLimit <= 0 {
+	if c.RateLimit == 0 {
 		c.RateLimit = protocol.DefaultRateLimit
 	}
 	if c.RateBurst <= 0 {
