@@ -135,11 +135,33 @@ func (r *Request) str(raw json.RawMessage, f field, dst *string) {
 	if len(raw) == 0 || isNull(raw) {
 		return
 	}
-	if raw[0] != '"' || json.Unmarshal(raw, dst) != nil {
+	if raw[0] != '"' {
+		r.badType |= f
+		return
+	}
+	// Fast path: most strings have no escapes and need no decoder.
+	if len(raw) >= 2 && raw[len(raw)-1] == '"' && simpleString(raw[1:len(raw)-1]) {
+		*dst = string(raw[1 : len(raw)-1])
+		r.present |= f
+		return
+	}
+	if json.Unmarshal(raw, dst) != nil {
 		r.badType |= f
 		return
 	}
 	r.present |= f
+}
+
+// simpleString reports whether b, the inside of a JSON string literal that
+// the decoder already validated, holds no escapes or non-ASCII bytes, so its
+// bytes are its value.
+func simpleString(b []byte) bool {
+	for _, c := range b {
+		if c == '\\' || c == '"' || c < 0x20 || c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func isNull(b json.RawMessage) bool { return string(bytes.TrimSpace(b)) == "null" }

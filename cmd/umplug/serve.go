@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -31,6 +32,7 @@ type serveConfig struct {
 	regsPerMinute   int
 	msgRate         float64
 	msgBurst        int
+	debugAddr       string
 	tlsCert, tlsKey string
 	shutdownTimeout time.Duration
 }
@@ -87,6 +89,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.regsPerMinute, "registrations-per-minute", envInt("UMPLUG_REGISTRATIONS_PER_MINUTE", 20), "reg-user attempts allowed per remote address per minute (env UMPLUG_REGISTRATIONS_PER_MINUTE)")
 	fs.Float64Var(&c.msgRate, "msg-rate", envFloat("UMPLUG_MSG_RATE", 20), "messages per second allowed per connection; negative: unlimited, for load tests only (env UMPLUG_MSG_RATE)")
 	fs.IntVar(&c.msgBurst, "msg-burst", envInt("UMPLUG_MSG_BURST", 50), "burst of messages over -msg-rate per connection (env UMPLUG_MSG_BURST)")
+	fs.StringVar(&c.debugAddr, "debug-addr", envOr("UMPLUG_DEBUG_ADDR", ""), "if set, serve Go's /debug/pprof profiles on this separate address; keep it on loopback (env UMPLUG_DEBUG_ADDR)")
 	fs.StringVar(&c.tlsCert, "tls-cert", envOr("UMPLUG_TLS_CERT", ""), "TLS certificate file (PEM); with -tls-key serves https/wss (env UMPLUG_TLS_CERT)")
 	fs.StringVar(&c.tlsKey, "tls-key", envOr("UMPLUG_TLS_KEY", ""), "TLS private key file (PEM) (env UMPLUG_TLS_KEY)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDuration("UMPLUG_SHUTDOWN_TIMEOUT", 10*time.Second), "how long a graceful shutdown may take (env UMPLUG_SHUTDOWN_TIMEOUT)")
@@ -160,6 +163,20 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	if err != nil {
 		return err
+	}
+	if c.debugAddr != "" {
+		dln, err := net.Listen("tcp", c.debugAddr)
+		if err != nil {
+			return fmt.Errorf("listen debug: %w", err)
+		}
+		defer dln.Close()
+		dmux := http.NewServeMux()
+		dmux.HandleFunc("/debug/pprof/", pprof.Index)
+		dmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		dmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		dmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		go http.Serve(dln, dmux)
+		log.Info("serving pprof", "addr", dln.Addr().String())
 	}
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {

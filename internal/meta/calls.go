@@ -42,7 +42,7 @@ func (c *call) device(user string) *Session {
 }
 
 func (s *Server) ev(typ, user, peer string, tx protocol.Tx, reason string) []byte {
-	return mustJSON(protocol.Event{Type: typ, User: user, Peer: peer, Tx: tx, Reason: reason})
+	return encodeEvent(protocol.Event{Type: typ, User: user, Peer: peer, Tx: tx, Reason: reason})
 }
 
 func (x *Session) handleCall(req *protocol.Request) {
@@ -165,8 +165,8 @@ func (s *Server) pairLocked(c *call) {
 	s.m.calls.WithLabelValues("paired").Inc()
 	s.m.setup.Observe(float64(s.cfg.Clock.Now().UnixNano()-c.started) / 1e9)
 	for i, d := range []*Session{c.callerDev, c.calleeDev} {
-		d.sendJSON(protocol.Event{Type: protocol.TypeForceCall, Peer: p.Sides[i].Peer,
-			Ticket: p.Sides[i].Ticket, Media: protocol.MediaPath})
+		d.send(encodeEvent(protocol.Event{Type: protocol.TypeForceCall, Peer: p.Sides[i].Peer,
+			Ticket: p.Sides[i].Ticket, Media: protocol.MediaPath}))
 	}
 }
 

@@ -1,7 +1,6 @@
 package meta
 
 import (
-	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -124,15 +123,6 @@ func (x *Session) closeAfterFlush(code int, reason string) {
 	x.conn.Close(code, reason)
 }
 
-func (x *Session) sendJSON(v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		x.s.log.Error("encode message", "err", err)
-		return
-	}
-	x.send(b)
-}
-
 // reply queues the response to req.
 func (x *Session) reply(req *protocol.Request, res protocol.Response) {
 	res.Type = protocol.TypeRes
@@ -143,7 +133,7 @@ func (x *Session) reply(req *protocol.Request, res protocol.Response) {
 	if !res.OK {
 		x.s.m.errors(res.Error)
 	}
-	x.sendJSON(&res)
+	x.send(res.AppendJSON(make([]byte, 0, 128)))
 }
 
 func (x *Session) fail(req *protocol.Request, e *protocol.Error) {

@@ -206,7 +206,7 @@ func (s *Server) fanoutStatusLocked(us *userState, status string) {
 	if len(peers) == 0 {
 		return
 	}
-	b := mustJSON(protocol.Event{Type: protocol.TypeStatus, User: us.name, Status: status})
+	b := encodeEvent(protocol.Event{Type: protocol.TypeStatus, User: us.name, Status: status})
 	for _, p := range peers {
 		for _, d := range p.devices {
 			d.send(b)
@@ -217,12 +217,15 @@ func (s *Server) fanoutStatusLocked(us *userState, status string) {
 
 // sendStatusLocked tells the devices of to the status of about.
 func (s *Server) sendStatusLocked(to *userState, about string, status string) {
-	b := mustJSON(protocol.Event{Type: protocol.TypeStatus, User: about, Status: status})
+	b := encodeEvent(protocol.Event{Type: protocol.TypeStatus, User: about, Status: status})
 	for _, d := range to.devices {
 		d.send(b)
 	}
 	s.m.presence.Add(float64(len(to.devices)))
 }
+
+// encodeEvent encodes a server event; see protocol.Event.AppendJSON.
+func encodeEvent(e protocol.Event) []byte { return e.AppendJSON(make([]byte, 0, 96)) }
 
 func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)
