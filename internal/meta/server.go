@@ -35,7 +35,7 @@ type Config struct {
 	// Store holds users, password hashes and peer lists. Required.
 	Store store.Store
 	// Hasher hashes and verifies passwords; nil means argon2id with OWASP
-	// parameters and concurrency bounded to the number of CPUs.
+	// parameters and at most one hash per two CPUs at a time.
 	Hasher *password.Hasher
 	// Media receives pair/unpair events; nil discards them (signalling only).
 	Media plug.Media

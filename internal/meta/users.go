@@ -12,8 +12,11 @@ import (
 	"github.com/user-media-plug/umplug/protocol"
 )
 
-// storeTimeout bounds one request's store and hashing work.
-const storeTimeout = 30 * time.Second
+// storeTimeout bounds one request's store and hashing work. Hashing is
+// queued (a bounded number of argon2 runs at a time), so under a login flood a
+// whoami may wait: 1,000 concurrent logins take about 30 s on 2 CPUs, and they
+// should succeed rather than fail as unavailable.
+const storeTimeout = 90 * time.Second
 
 func (x *Session) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), storeTimeout)
