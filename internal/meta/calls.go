@@ -123,16 +123,26 @@ func (s *Server) ringingCallLocked(caller, callee string, tx protocol.Tx) *call 
 	return c
 }
 
+// answerableLocked returns the ringing call that an accept or reject from x
+// answers and acknowledges req, or answers no-call and returns nil.
+func (x *Session) answerableLocked(req *protocol.Request) *call {
+	c := x.s.ringingCallLocked(req.Peer, x.user, req.Tx)
+	if c == nil {
+		x.fail(req, protocol.Errorf(protocol.ErrNoCall, "no call from %s is ringing with this tx", req.Peer))
+		return nil
+	}
+	x.ok(req)
+	return c
+}
+
 func (x *Session) handleAccept(req *protocol.Request) {
 	s := x.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.ringingCallLocked(req.Peer, x.user, req.Tx)
+	c := x.answerableLocked(req)
 	if c == nil {
-		x.fail(req, protocol.Errorf(protocol.ErrNoCall, "no call from %s is ringing with this tx", req.Peer))
 		return
 	}
-	x.ok(req)
 	c.timer.Stop()
 	c.timer = nil
 	c.active = true
@@ -174,12 +184,10 @@ func (x *Session) handleReject(req *protocol.Request) {
 	s := x.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.ringingCallLocked(req.Peer, x.user, req.Tx)
+	c := x.answerableLocked(req)
 	if c == nil {
-		x.fail(req, protocol.Errorf(protocol.ErrNoCall, "no call from %s is ringing with this tx", req.Peer))
 		return
 	}
-	x.ok(req)
 	c.callerDev.send(s.ev(protocol.TypeReject, c.callee, c.caller, c.tx, protocol.ReasonRejected))
 	s.cancelOthersLocked(s.users[c.callee], x, c, protocol.ReasonAnsweredElsewhere)
 	s.dropCallLocked(c, protocol.ReasonRejected)

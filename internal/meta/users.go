@@ -36,11 +36,7 @@ func (x *Session) handleRegUser(req *protocol.Request) {
 	ctx, cancel := x.ctx()
 	defer cancel()
 	peers := dedupe(req.Peers)
-	if perr, err := s.checkExist(ctx, peers); err != nil {
-		x.unavailable(req, err)
-		return
-	} else if perr != nil {
-		x.fail(req, perr)
+	if !x.peersExist(ctx, req, peers) {
 		return
 	}
 	if _, err := s.cfg.Store.Get(ctx, req.User); err == nil {
@@ -65,24 +61,26 @@ func (x *Session) handleRegUser(req *protocol.Request) {
 	}
 }
 
-// checkExist returns a not-found error listing the names that are not
-// registered users, or a store error.
-func (s *Server) checkExist(ctx context.Context, names []string) (*protocol.Error, error) {
+// peersExist reports whether every name is a registered user; if not, it
+// has answered req with not-found listing the missing ones (or unavailable).
+func (x *Session) peersExist(ctx context.Context, req *protocol.Request, names []string) bool {
 	var missing []string
 	for _, n := range names {
-		_, err := s.cfg.Store.Get(ctx, n)
+		_, err := x.s.cfg.Store.Get(ctx, n)
 		if errors.Is(err, store.ErrNotFound) {
 			missing = append(missing, n)
 		} else if err != nil {
-			return nil, err
+			x.unavailable(req, err)
+			return false
 		}
 	}
 	if len(missing) > 0 {
 		e := protocol.Errorf(protocol.ErrNotFound, "not registered: %v", missing)
 		e.Missing = missing
-		return e, nil
+		x.fail(req, e)
+		return false
 	}
-	return nil, nil
+	return true
 }
 
 func dedupe(names []string) []string {
@@ -243,11 +241,7 @@ func (x *Session) handleAddPeers(req *protocol.Request) {
 	ctx, cancel := x.ctx()
 	defer cancel()
 	add := dedupe(req.Peers)
-	if perr, err := s.checkExist(ctx, add); err != nil {
-		x.unavailable(req, err)
-		return
-	} else if perr != nil {
-		x.fail(req, perr)
+	if !x.peersExist(ctx, req, add) {
 		return
 	}
 	var tooMany bool
