@@ -26,6 +26,7 @@ import (
 	"github.com/user-media-plug/umplug/internal/media"
 	"github.com/user-media-plug/umplug/internal/meta"
 	"github.com/user-media-plug/umplug/internal/plug"
+	"github.com/user-media-plug/umplug/internal/server/wsloop"
 	"github.com/user-media-plug/umplug/protocol"
 	"github.com/user-media-plug/umplug/web"
 )
@@ -67,7 +68,7 @@ type Server struct {
 	log     *slog.Logger
 	meta    *meta.Server
 	media   *media.Server
-	metaUp  websocket.Upgrader
+	metaUp  *wsloop.Loop
 	mediaUp *websocket.Upgrader
 	mux     *http.ServeMux
 	allowed map[string]bool
@@ -130,16 +131,15 @@ func New(cfg Config) (*Server, error) {
 	ender.s = mt
 	s.meta, s.media = mt, md
 
-	s.metaUp = websocket.Upgrader{
-		HandshakeTimeout: 10 * time.Second,
-		// Small read buffer: /meta frames are small and an idle connection
-		// keeps its read buffer. Write buffers come from a pool and are held
-		// only while a frame is written.
-		ReadBufferSize:  512,
-		WriteBufferSize: 4096,
-		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     s.checkOrigin,
-	}
+	// /meta connections are idle nearly all the time: an event loop serves
+	// them without a goroutine or a read buffer each (package wsloop).
+	s.metaUp = wsloop.New(wsloop.Config{
+		PingInterval:    cfg.PingInterval,
+		IdleTimeout:     cfg.IdleTimeout,
+		WriteTimeout:    cfg.WriteTimeout,
+		MaxMessageBytes: cfg.MaxFrameBytes,
+		Logger:          cfg.Logger.With("part", "meta-ws"),
+	})
 	s.mediaUp = media.Upgrader(s.checkOrigin)
 
 	s.mux.HandleFunc("GET /meta", s.serveMeta)
@@ -212,116 +212,35 @@ func remoteHost(r *http.Request) string {
 }
 
 func (s *Server) serveMeta(w http.ResponseWriter, r *http.Request) {
-	c, err := s.metaUp.Upgrade(w, r, nil)
-	if err != nil {
-		return // the upgrader has answered (403 for a foreign origin)
+	if !s.checkOrigin(r) {
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
 	}
-	wc := &wsConn{c: c, writeTimeout: s.cfg.WriteTimeout}
-	sess, err := s.meta.Open(wc, remoteHost(r))
+	c, err := s.metaUp.Upgrade(w, r)
+	if err != nil {
+		return // the client has been answered
+	}
+	sess, err := s.meta.Open(c, remoteHost(r))
 	if err != nil {
 		code := protocol.CloseGoingAway
 		if errors.Is(err, meta.ErrTooManyConns) {
 			code = protocol.ClosePolicy
 		}
-		c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, err.Error()), time.Now().Add(time.Second))
-		c.Close()
+		c.Start(nopHandler{})
+		c.Close(code, err.Error())
 		return
 	}
-	// The read loop gets a fresh goroutine and the HTTP handler returns:
-	// that frees net/http's per-connection state (its bufio buffers, the
-	// request and the response, and the handler's deep stack), which would
-	// otherwise stay pinned for the WebSocket's whole life. Measured: about
-	// a third of an idle connection's memory.
-	go s.readMeta(c, wc, sess)
+	// The handler returns at once: net/http's per-connection state (its
+	// buffers, the request, the response, the handler's stack) is freed,
+	// and while the client is idle no goroutine or buffer is held for it.
+	c.Start(sess)
 }
 
-// readMeta is the connection's read loop, its only goroutine while idle.
-func (s *Server) readMeta(c *websocket.Conn, wc *wsConn, sess *meta.Session) {
-	defer func() {
-		sess.Close()
-		c.Close()
-	}()
-	c.SetReadLimit(s.cfg.MaxFrameBytes)
-	deadline := func() {
-		if !wc.isClosing() {
-			c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
-		}
-	}
-	deadline()
-	c.SetPongHandler(func(string) error { deadline(); return nil })
-	// Liveness: a timer per connection (no goroutine) sends pings; the read
-	// deadline drops a connection that answers nothing for IdleTimeout.
-	var ping *time.Timer
-	ping = time.AfterFunc(s.cfg.PingInterval, func() {
-		if err := c.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
-			return
-		}
-		ping.Reset(s.cfg.PingInterval)
-	})
-	defer ping.Stop()
-	for {
-		typ, data, err := c.ReadMessage()
-		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
-				// gorilla has sent close 1009; let the client read it
-				// before the socket goes (closing with unread input
-				// would reset the connection and lose the close frame).
-				wc.linger()
-			}
-			return
-		}
-		if wc.isClosing() {
-			continue // discard until the peer answers our close
-		}
-		deadline()
-		if typ != websocket.TextMessage {
-			wc.Close(protocol.CloseUnsupported, "binary frames are not allowed on /meta")
-			continue
-		}
-		sess.Handle(data)
-	}
-}
+// nopHandler serves a refused connection until its close handshake ends.
+type nopHandler struct{}
 
-// wsConn adapts a gorilla connection to meta.Conn.
-type wsConn struct {
-	c            *websocket.Conn
-	writeTimeout time.Duration
-
-	mu      sync.Mutex // guards closing
-	closing bool
-}
-
-func (w *wsConn) WriteText(b []byte) error {
-	w.c.SetWriteDeadline(time.Now().Add(w.writeTimeout))
-	return w.c.WriteMessage(websocket.TextMessage, b)
-}
-
-// Close sends a close frame and gives the peer a short grace to answer it;
-// the read loop then ends and closes the socket.
-func (w *wsConn) Close(code int, reason string) {
-	w.mu.Lock()
-	if w.closing {
-		w.mu.Unlock()
-		return
-	}
-	w.closing = true
-	w.mu.Unlock()
-	w.c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-	w.c.SetReadDeadline(time.Now().Add(2 * time.Second))
-}
-
-func (w *wsConn) isClosing() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.closing
-}
-
-// linger discards input for a moment after a close frame was sent.
-func (w *wsConn) linger() {
-	nc := w.c.NetConn()
-	nc.SetReadDeadline(time.Now().Add(2 * time.Second))
-	io.Copy(io.Discard, nc)
-}
+func (nopHandler) Handle([]byte) {}
+func (nopHandler) Close()        {}
 
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 	c, err := s.mediaUp.Upgrade(w, r, nil)
