@@ -99,6 +99,7 @@ const (
 const (
 	CloseNormal         = 1000 // media: the call ended ("unpaired"); meta: normal close
 	CloseGoingAway      = 1001 // the server is shutting down; reconnect later
+	CloseProtocolError  = 1002 // a WebSocket protocol violation on /meta (terminal)
 	CloseUnsupported    = 1003 // a binary frame on /meta: terminal protocol violation
 	ClosePolicy         = 1008 // media: bad ticket; meta: sustained rate-limit abuse (terminal)
 	CloseTooBig         = 1009 // a frame over MaxFrameBytes (terminal)
