@@ -1,0 +1,218 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/user-media-plug/umplug/protocol"
+)
+
+// FloodResult is the outcome of the login-flood scenario.
+type FloodResult struct {
+	Pairs, Flood int
+	Identified   int // flood whoami answered ok
+	Failures     map[string]int
+	FloodTime    time.Duration // release → last whoami answered
+	Whoami       latencies
+	Setups       int
+	CallsBefore  latencies // setups started before the flood
+	CallsDuring  latencies // setups started during the flood
+	CallFailures map[string]int
+	RSSBaseline  float64 // before the flood
+	RSSPeak      float64 // highest of /metrics polled every 100 ms
+	Elapsed      time.Duration
+}
+
+// Rows implements Result.
+func (r *FloodResult) Rows() []Row {
+	return []Row{
+		{"pairs running calls", strconv.Itoa(r.Pairs), ""},
+		{"whoami fired at once / ok", fmt.Sprintf("%d / %d", r.Flood, r.Identified), ""},
+		{"whoami failures", formatCounts(r.Failures), ""},
+		{"flood duration (last answer)", r.FloodTime.Round(time.Millisecond).String(), ""},
+		{"whoami latency p50 / p99 / max", ms(r.Whoami.P50) + " / " + ms(r.Whoami.P99) + " / " + ms(r.Whoami.Max), ""},
+		{"call setups (total)", strconv.Itoa(r.Setups), ""},
+		{"calls p50 / p99 before flood", ms(r.CallsBefore.P50) + " / " + ms(r.CallsBefore.P99), ""},
+		{"calls during flood (n)", strconv.Itoa(r.CallsDuring.N), ""},
+		{"calls p50 during flood", ms(r.CallsDuring.P50), ""},
+		{"calls p99 during flood", ms(r.CallsDuring.P99), "≤ 20 ms"},
+		{"calls max during flood", ms(r.CallsDuring.Max), ""},
+		{"call failures", formatCounts(r.CallFailures), ""},
+		{"server RSS baseline", mib(r.RSSBaseline), ""},
+		{"server RSS peak", mib(r.RSSPeak), "≤ 512 MiB"},
+		{"elapsed", r.Elapsed.Round(time.Millisecond).String(), ""},
+	}
+}
+
+// rssPoller polls the server's RSS every 100 ms and keeps the peak.
+type rssPoller struct {
+	peak atomic.Uint64 // float64 bits
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func (g *gen) pollRSS(ctx context.Context) *rssPoller {
+	p := &rssPoller{stop: make(chan struct{})}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v, err := g.metric(ctx, "process_resident_memory_bytes"); err == nil && uint64(v) > p.peak.Load() {
+				p.peak.Store(uint64(v))
+			}
+			select {
+			case <-t.C:
+			case <-p.stop:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return p
+}
+
+func (p *rssPoller) done() float64 {
+	close(p.stop)
+	p.wg.Wait()
+	return float64(p.peak.Load())
+}
+
+func (g *gen) runFlood(ctx context.Context) (*FloodResult, error) {
+	f := g.cfg.Flood
+	users := make([]userSpec, (f+devicesPerUser-1)/devicesPerUser)
+	for u := range users {
+		users[u] = userSpec{name: g.userName("flood", u)}
+	}
+	if err := g.ensureUsers(ctx, "login-flood", users); err != nil {
+		return nil, err
+	}
+	calls, err := g.prepareCalls(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer calls.close()
+
+	// Dial the flood's connections first: the flood is of logins, not of
+	// TCP handshakes.
+	conns := make([]*rawConn, f)
+	errs := newErrCounter()
+	var dialed atomic.Int64
+	stop := g.progress(func() string { return fmt.Sprintf("login-flood: dialed %d/%d", dialed.Load(), f) })
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, g.cfg.Concurrency)
+	for i := range f {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, err := g.dialRaw(ctx, g.connSource(i))
+			if err != nil {
+				errs.add(err)
+				return
+			}
+			conns[i] = c
+			dialed.Add(1)
+		}()
+	}
+	wg.Wait()
+	stop()
+	defer closeAll(conns)
+
+	base, err := g.metric(ctx, "process_resident_memory_bytes")
+	if err != nil {
+		return nil, err
+	}
+	rss := g.pollRSS(ctx)
+	start := time.Now()
+	stopCalls := make(chan struct{})
+	callsDone := make(chan struct{})
+	go func() {
+		defer close(callsDone)
+		calls.run(ctx, stopCalls)
+	}()
+	var floodStart, floodEnd time.Time
+	var answered atomic.Int64
+	phase := "warm-up"
+	var phaseMu sync.Mutex
+	stop = g.progress(func() string {
+		phaseMu.Lock()
+		defer phaseMu.Unlock()
+		return fmt.Sprintf("login-flood [%s]: %d setups, %d/%d whoami answered, call failures: %s, whoami failures: %s",
+			phase, calls.setups.Load(), answered.Load(), f, calls.errs, errs)
+	})
+	defer stop()
+
+	warm := min(2*time.Second, g.cfg.Duration/3)
+	if err := sleep(ctx, warm); err != nil {
+		return nil, err
+	}
+	phaseMu.Lock()
+	phase = "flood"
+	phaseMu.Unlock()
+	release := make(chan struct{})
+	var lmu sync.Mutex
+	var lats []time.Duration
+	for i, c := range conns {
+		if c == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-release
+			wctx, cancel := context.WithTimeout(ctx, 10*g.cfg.Timeout)
+			defer cancel()
+			t0 := time.Now()
+			_, err := c.request(wctx, map[string]any{
+				"type": protocol.TypeWhoami, "user": g.userName("flood", i/devicesPerUser), "password": g.cfg.Password,
+			})
+			d := time.Since(t0)
+			answered.Add(1)
+			if err != nil {
+				errs.add(err)
+				return
+			}
+			lmu.Lock()
+			lats = append(lats, d)
+			lmu.Unlock()
+		}()
+	}
+	floodStart = time.Now()
+	close(release)
+	wg.Wait()
+	floodEnd = time.Now()
+	phaseMu.Lock()
+	phase = "after flood"
+	phaseMu.Unlock()
+
+	rest := max(start.Add(g.cfg.Duration).Sub(time.Now()), warm)
+	if err := sleep(ctx, rest); err != nil {
+		return nil, err
+	}
+	close(stopCalls)
+	<-callsDone
+	elapsed := time.Since(start)
+	peak := rss.done()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	samples, _ := calls.results()
+	return &FloodResult{
+		Pairs: len(calls.pairs), Flood: f, Identified: len(lats),
+		Failures: errs.snapshot(), FloodTime: floodEnd.Sub(floodStart), Whoami: summarize(lats),
+		Setups:       int(calls.setups.Load()),
+		CallsBefore:  summarize(durations(samples, time.Time{}, floodStart)),
+		CallsDuring:  summarize(durations(samples, floodStart, floodEnd)),
+		CallFailures: calls.errs.snapshot(),
+		RSSBaseline:  base, RSSPeak: max(peak, base),
+		Elapsed: elapsed,
+	}, nil
+}

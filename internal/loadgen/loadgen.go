@@ -1,0 +1,306 @@
+// Package loadgen is the load generator behind `umplug bench`: it drives a
+// running umplug server over real sockets and prints figures. It measures;
+// it never asserts (a test never asserts on wall-clock speed).
+//
+// Scenarios:
+//
+//	calls        P caller/callee pairs doing full call setups in a loop
+//	idle         N identified, idle connections: server RSS per connection
+//	presence     one user with K online mutual peers changes status M times
+//	login-flood  calls, plus F whoami fired at once from separate connections
+//
+// Users are created on the fly with reg-user (an existing name is fine, so
+// runs reuse them) and named <prefix>-<scenario>-…, all with one password.
+// The server limits registrations per remote address (20 a minute by
+// default), so against a loopback server registrations are spread over
+// source addresses 127.64.0.0–127.127.255.255, and idle connections over
+// 127.0.0.1…127.0.0.k (the server also bounds connections per address).
+// Linux routes all of 127.0.0.0/8 to the loopback interface, so no set-up is
+// needed. Against a non-loopback server no source address is chosen and the
+// server's limits apply as they are.
+//
+// The server's per-connection message rate limit (20/s, burst 50 by default)
+// bounds what one connection may send; Config.Rate paces every connection
+// below it, so a run measures the server and not its refusals. Against a
+// server with a raised limit, run unpaced.
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/user-media-plug/umplug/protocol"
+)
+
+// Scenarios lists the scenario names Run accepts.
+var Scenarios = []string{"calls", "idle", "presence", "login-flood"}
+
+// Config configures a run. Zero values mean the stated defaults.
+type Config struct {
+	// Server is the server's base URL; default http://127.0.0.1:8080.
+	Server string
+	// Scenario is one of Scenarios; default calls.
+	Scenario string
+	// Duration of the calls scenario, and the least duration of the calls
+	// that run under login-flood; default 10 s.
+	Duration time.Duration
+	// Pairs is the number of concurrent caller/callee pairs (calls,
+	// login-flood); default 20.
+	Pairs int
+	// Conns is the number of idle identified connections; default 10,000.
+	// The load generator needs about as many open files.
+	Conns int
+	// Peers is the number of online mutual peers of the presence user;
+	// default 1000 (at most protocol.MaxPeers).
+	Peers int
+	// Changes is the number of status changes of the presence user; default 200.
+	Changes int
+	// Flood is the number of whoami fired at once by login-flood; default 1000.
+	Flood int
+	// Password of every bench user; default "bench-password".
+	Password string
+	// Prefix of every bench user name; default "bench".
+	Prefix string
+	// Rate paces each connection to this many messages per second, to stay
+	// under the server's per-connection limit. 0 means
+	// protocol.DefaultRateLimit; negative means unpaced.
+	Rate float64
+	// Sources spreads connections over the loopback source addresses
+	// 127.0.0.1…127.0.0.Sources; 0 means one per 10,000 connections.
+	Sources int
+	// Concurrency bounds logins in flight while connecting; default 64.
+	// The server bounds password hashing to its CPUs anyway.
+	Concurrency int
+	// PID, when set, is the server's process id on this machine: server CPU
+	// is then read from /proc/PID/task/*/schedstat (nanoseconds) instead of
+	// /metrics' process_cpu_seconds_total (10 ms resolution).
+	PID int
+	// Settle is how long idle waits, connections open, before reading the
+	// server's memory (and after the warm-up for the baseline); default 5 s.
+	Settle time.Duration
+	// Timeout bounds one step (a request, an awaited event); default 10 s.
+	// Logins queue behind password hashing and get 10× this.
+	Timeout time.Duration
+	// Progress receives one progress line a second; nil discards them.
+	Progress io.Writer
+	// Logger receives debug logs; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Server == "" {
+		c.Server = "http://127.0.0.1:8080"
+	}
+	if c.Scenario == "" {
+		c.Scenario = "calls"
+	}
+	if c.Duration <= 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.Pairs <= 0 {
+		c.Pairs = 20
+	}
+	if c.Conns <= 0 {
+		c.Conns = 10000
+	}
+	if c.Peers <= 0 {
+		c.Peers = 1000
+	}
+	if c.Peers > protocol.MaxPeers {
+		return fmt.Errorf("%w: peers %d > %d (a user lists at most %d peers)", ErrBadConfig, c.Peers, protocol.MaxPeers, protocol.MaxPeers)
+	}
+	if c.Changes <= 0 {
+		c.Changes = 200
+	}
+	if c.Flood <= 0 {
+		c.Flood = 1000
+	}
+	if c.Password == "" {
+		c.Password = "bench-password"
+	}
+	if c.Prefix == "" {
+		c.Prefix = "bench"
+	}
+	if c.Rate == 0 {
+		c.Rate = protocol.DefaultRateLimit
+	}
+	if c.Sources <= 0 {
+		c.Sources = (c.Conns + 9999) / 10000
+	}
+	if c.Sources > 254 {
+		return fmt.Errorf("%w: sources %d > 254", ErrBadConfig, c.Sources)
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 64
+	}
+	if c.Settle <= 0 {
+		c.Settle = 5 * time.Second
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Row is one line of a summary table.
+type Row struct {
+	Metric string
+	Value  string
+	Target string // the issue's target, "" when there is none
+}
+
+// Result is the outcome of one scenario.
+type Result interface {
+	// Rows is the summary table.
+	Rows() []Row
+}
+
+// WriteTable prints a result as an aligned table under a title line.
+func WriteTable(w io.Writer, title string, r Result) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, title)
+	fmt.Fprintln(tw, "metric\tvalue\ttarget")
+	fmt.Fprintln(tw, "------\t-----\t------")
+	for _, row := range r.Rows() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", row.Metric, row.Value, row.Target)
+	}
+	return tw.Flush()
+}
+
+// Run runs cfg.Scenario against cfg.Server.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	g, err := newGen(cfg)
+	if err != nil {
+		return nil, err
+	}
+	switch g.cfg.Scenario {
+	case "calls":
+		return wrap(g.runCalls(ctx))
+	case "idle":
+		return wrap(g.runIdle(ctx))
+	case "presence":
+		return wrap(g.runPresence(ctx))
+	case "login-flood":
+		return wrap(g.runFlood(ctx))
+	}
+	return nil, fmt.Errorf("%w: %q (want one of %s)", ErrUnknownScenario, g.cfg.Scenario, strings.Join(Scenarios, ", "))
+}
+
+// wrap keeps a failed scenario's nil result a nil Result.
+func wrap[T Result](r T, err error) (Result, error) {
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// gen is one run's shared machinery.
+type gen struct {
+	cfg      Config
+	log      *slog.Logger
+	http     *http.Client
+	metaURL  string
+	loopback bool   // the server is on loopback: source addresses may be chosen
+	nonce    string // tells this run's status strings from stale ones
+
+	regMu   sync.Mutex // guards regNext
+	regNext uint32     // next registration source address index
+}
+
+func newGen(cfg Config) (*gen, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	metaURL, loopback, err := metaEndpoint(cfg.Server)
+	if err != nil {
+		return nil, err
+	}
+	g := &gen{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		http:     &http.Client{Timeout: 5 * time.Second},
+		metaURL:  metaURL,
+		loopback: loopback,
+		nonce:    strconv.FormatUint(rand.Uint64()%1e9, 36),
+		// A random start keeps a rerun within the server's window off the
+		// addresses the last run used up.
+		regNext: rand.Uint32N(1 << 21),
+	}
+	if !loopback {
+		g.log.Warn("server is not on loopback: source addresses are not spread, the server's per-address limits apply")
+	}
+	return g, nil
+}
+
+// progress prints line() to cfg.Progress every second until the returned
+// stop is called.
+func (g *gen) progress(line func() string) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		start := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				fmt.Fprintf(g.cfg.Progress, "[%5.1fs] %s\n", now.Sub(start).Seconds(), line())
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// pacer spaces one connection's messages at a steady rate: a steady rate
+// never exceeds the server's token bucket, which refills at the same rate
+// and starts full.
+type pacer struct {
+	interval time.Duration
+	next     time.Time
+}
+
+func (g *gen) newPacer() *pacer {
+	if g.cfg.Rate < 0 {
+		return &pacer{}
+	}
+	return &pacer{interval: time.Duration(float64(time.Second) / g.cfg.Rate)}
+}
+
+// wait blocks until the connection may send its next message.
+func (p *pacer) wait(ctx context.Context) error {
+	if p.interval == 0 {
+		return ctx.Err()
+	}
+	now := time.Now()
+	if d := p.next.Sub(now); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		now = p.next
+	}
+	p.next = now.Add(p.interval)
+	return nil
+}

@@ -1,0 +1,130 @@
+package loadgen_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/user-media-plug/umplug/internal/loadgen"
+	"github.com/user-media-plug/umplug/internal/servertest"
+)
+
+// tlog sends the load generator's logs through t.Log.
+type tlog struct{ t *testing.T }
+
+func (w tlog) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// TestScenarios runs every scenario briefly against an in-process server
+// and checks that it completes with sane, non-zero counts. Speed is never
+// asserted: this machine's figures come from `umplug bench`.
+func TestScenarios(t *testing.T) {
+	tests := []struct {
+		name  string
+		cfg   loadgen.Config
+		check func(t *testing.T, r loadgen.Result)
+	}{
+		{"calls", loadgen.Config{Scenario: "calls", Pairs: 2, Duration: time.Second}, func(t *testing.T, r loadgen.Result) {
+			c := r.(*loadgen.CallsResult)
+			if c.Pairs != 2 || c.Setups == 0 || c.Setup.N == 0 || c.Setup.P50 <= 0 || c.Setup.Max < c.Setup.P99 {
+				t.Errorf("implausible result %+v", c)
+			}
+			if c.Hangups == 0 || c.ServerCPU < 0 {
+				t.Errorf("hangups %d, server CPU %v", c.Hangups, c.ServerCPU)
+			}
+		}},
+		{"idle", loadgen.Config{Scenario: "idle", Conns: 20, Settle: 50 * time.Millisecond}, func(t *testing.T, r loadgen.Result) {
+			c := r.(*loadgen.IdleResult)
+			if c.Connected != 20 || c.Users != 3 || len(c.Failures) != 0 {
+				t.Errorf("connected %d users %d failures %v", c.Connected, c.Users, c.Failures)
+			}
+			if c.RSSBefore <= 0 || c.RSSAfter <= 0 || c.Devices < 20 {
+				t.Errorf("implausible memory figures %+v", c)
+			}
+		}},
+		{"presence", loadgen.Config{Scenario: "presence", Peers: 5, Changes: 5}, func(t *testing.T, r loadgen.Result) {
+			c := r.(*loadgen.PresenceResult)
+			if c.Online != 5 || c.Completed != 5 || c.Deliveries != 25 || c.DeliveriesPerSec() <= 0 || c.LastPeer.Max <= 0 {
+				t.Errorf("implausible result %+v", c)
+			}
+		}},
+		{"login-flood", loadgen.Config{Scenario: "login-flood", Pairs: 1, Flood: 12, Duration: 1500 * time.Millisecond}, func(t *testing.T, r loadgen.Result) {
+			c := r.(*loadgen.FloodResult)
+			if c.Identified != 12 || len(c.Failures) != 0 || c.Setups == 0 || c.RSSPeak <= 0 || c.Whoami.N != 12 {
+				t.Errorf("implausible result %+v", c)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			s := servertest.Start(t, nil)
+			cfg := tt.cfg
+			cfg.Server = s.URL
+			var progress bytes.Buffer
+			cfg.Progress = &progress
+			cfg.Logger = slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			res, err := loadgen.Run(ctx, cfg)
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			tt.check(t, res)
+			var out bytes.Buffer
+			if err := loadgen.WriteTable(&out, tt.name, res); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out.String(), "metric") || strings.Count(out.String(), "\n") < 5 {
+				t.Errorf("table:\n%s", out.String())
+			}
+			t.Logf("\n%s", out.String())
+		})
+	}
+}
+
+// TestRerunReusesUsers runs a scenario twice on one server: the second run
+// finds its users registered and must treat that as fine.
+func TestRerunReusesUsers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	cfg := loadgen.Config{Server: s.URL, Scenario: "presence", Peers: 3, Changes: 2}
+	for i := range 2 {
+		r, err := loadgen.Run(ctx, cfg)
+		if err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		if p := r.(*loadgen.PresenceResult); p.Completed != 2 {
+			t.Fatalf("run %d: %+v", i, p)
+		}
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  loadgen.Config
+		want error
+	}{
+		{"unknown scenario", loadgen.Config{Scenario: "nope"}, loadgen.ErrUnknownScenario},
+		{"too many peers", loadgen.Config{Scenario: "presence", Peers: 1001}, loadgen.ErrBadConfig},
+		{"bad URL", loadgen.Config{Server: "ftp://x"}, loadgen.ErrBadConfig},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := loadgen.Run(ctx, tt.cfg); !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
