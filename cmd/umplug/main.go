@@ -31,12 +31,21 @@ func main() {
 // graceful shutdown; signal handling is then given back to the runtime, so a
 // second signal ends the process at once.
 func signalContext() (context.Context, context.CancelFunc) {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		<-ctx.Done()
-		stop()
+		select {
+		case <-ch:
+			// Stop before cancelling, so that by the time anyone sees ctx
+			// done, a second signal has its default action again.
+			signal.Stop(ch)
+			cancel()
+		case <-ctx.Done():
+			signal.Stop(ch)
+		}
 	}()
-	return ctx, stop
+	return ctx, cancel
 }
 
 const usage = `usage: umplug <command> [flags]

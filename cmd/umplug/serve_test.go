@@ -22,6 +22,15 @@ import (
 // process (UMPLUG_TEST_CHILD=1), so crash and signal tests exercise the real
 // main path, Pebble files and all.
 func TestMain(m *testing.M) {
+	if os.Getenv("UMPLUG_TEST_CHILD") == "stuck-shutdown" {
+		// The real signal context, and a shutdown that never finishes.
+		ctx, stop := signalContext()
+		defer stop()
+		fmt.Println("ready")
+		<-ctx.Done()
+		fmt.Println("shutting down")
+		select {}
+	}
 	if os.Getenv("UMPLUG_TEST_CHILD") == "1" {
 		ctx, stop := signalContext()
 		defer stop()
@@ -232,5 +241,42 @@ func waitEvent(ctx context.Context, t *testing.T, c *client.Client, typ string) 
 		case <-ctx.Done():
 			t.Fatalf("%s: no %s event: %v", c.User(), typ, errors.New("timeout"))
 		}
+	}
+}
+
+// TestSecondSignalForcesExit: the first SIGTERM starts a graceful shutdown;
+// if that hangs, a second one ends the process at once.
+func TestSecondSignalForcesExit(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "UMPLUG_TEST_CHILD=stuck-shutdown")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := bufio.NewScanner(out)
+	expectLine := func(want string) {
+		t.Helper()
+		if !lines.Scan() || lines.Text() != want {
+			t.Fatalf("child said %q, want %q (%v)", lines.Text(), want, lines.Err())
+		}
+	}
+	expectLine("ready")
+	cmd.Process.Signal(syscall.SIGTERM)
+	expectLine("shutting down")
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+			t.Fatalf("child ended with %v, want killed by SIGTERM", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("second SIGTERM did not end the process")
 	}
 }
