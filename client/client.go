@@ -270,13 +270,15 @@ func (c *Client) readLoop() {
 	}
 	c.err = err
 	c.mu.Unlock()
+	// Log first: once done is closed the caller may have returned from
+	// Close, and its logger (a test's t.Log) may be gone.
+	c.log.Debug("connection ended", "err", err)
 	_ = c.conn.Close()
 	close(c.done)
 	c.qmu.Lock()
 	c.readEnded = true
 	c.qmu.Unlock()
 	c.wake()
-	c.log.Debug("connection ended", "err", err)
 }
 
 func (c *Client) wake() {

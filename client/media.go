@@ -138,9 +138,9 @@ loop:
 	err = mediaErr(err, m.closing)
 	m.err = err
 	m.mu.Unlock()
+	m.log.Debug("media ended", "err", err) // before done: see Client.readLoop
 	_ = m.conn.Close()
 	close(m.done)
-	m.log.Debug("media ended", "err", err)
 }
 
 // mediaErr maps the error that ended a media connection to the package's

@@ -8,6 +8,8 @@
 //	idle         N identified, idle connections: server RSS per connection
 //	presence     one user with K online mutual peers changes status M times
 //	login-flood  calls, plus F whoami fired at once from separate connections
+//	media        P calls streaming timestamped frames both ways through the
+//	             media relay: frames/s, one-way latency, order and loss
 //
 // Users are created on the fly with reg-user (an existing name is fine, so
 // runs reuse them) and named <prefix>-<scenario>-…, all with one password.
@@ -42,7 +44,7 @@ import (
 )
 
 // Scenarios lists the scenario names Run accepts.
-var Scenarios = []string{"calls", "idle", "presence", "login-flood"}
+var Scenarios = []string{"calls", "idle", "presence", "login-flood", "media"}
 
 // Config configures a run. Zero values mean the stated defaults.
 type Config struct {
@@ -51,11 +53,17 @@ type Config struct {
 	// Scenario is one of Scenarios; default calls.
 	Scenario string
 	// Duration of the calls scenario, and the least duration of the calls
-	// that run under login-flood; default 10 s.
+	// that run under login-flood; how long media streams; default 10 s.
 	Duration time.Duration
 	// Pairs is the number of concurrent caller/callee pairs (calls,
-	// login-flood); default 20.
+	// login-flood, media); default 20, for media 50.
 	Pairs int
+	// FrameBytes is the size of a media frame; default 1024, at least 16
+	// (a timestamp and a sequence number), at most protocol.MaxFrameBytes.
+	FrameBytes int
+	// FPS paces each media side to this many frames per second (video-like:
+	// 30 with FrameBytes 10240); 0 sends as fast as the relay takes them.
+	FPS float64
 	// Conns is the number of idle identified connections; default 10,000.
 	// The load generator needs about as many open files.
 	Conns int
@@ -108,6 +116,18 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Pairs <= 0 {
 		c.Pairs = 20
+		if c.Scenario == "media" {
+			c.Pairs = 50
+		}
+	}
+	if c.FrameBytes == 0 {
+		c.FrameBytes = 1024
+	}
+	if c.FrameBytes < mediaHeader || c.FrameBytes > protocol.MaxFrameBytes {
+		return fmt.Errorf("%w: frame bytes %d not in [%d, %d]", ErrBadConfig, c.FrameBytes, mediaHeader, protocol.MaxFrameBytes)
+	}
+	if c.FPS < 0 {
+		return fmt.Errorf("%w: fps %g < 0", ErrBadConfig, c.FPS)
 	}
 	if c.Conns <= 0 {
 		c.Conns = 10000
@@ -197,6 +217,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return wrap(g.runPresence(ctx))
 	case "login-flood":
 		return wrap(g.runFlood(ctx))
+	case "media":
+		return wrap(g.runMedia(ctx))
 	}
 	return nil, fmt.Errorf("%w: %q (want one of %s)", ErrUnknownScenario, g.cfg.Scenario, strings.Join(Scenarios, ", "))
 }

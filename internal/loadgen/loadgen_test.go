@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,12 +14,31 @@ import (
 	"github.com/user-media-plug/umplug/internal/servertest"
 )
 
-// tlog sends the load generator's logs through t.Log.
-type tlog struct{ t *testing.T }
+// tlog sends the load generator's logs through t.Log until the test's
+// cleanup: the client logs "connection ended" just after Close returned,
+// and a t.Log after the test completed panics.
+type tlog struct {
+	t    *testing.T
+	mu   *sync.Mutex // guards done, held across t.Log
+	done *bool
+}
+
+func newTlog(t *testing.T) tlog {
+	w := tlog{t: t, mu: new(sync.Mutex), done: new(bool)}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		*w.done = true
+	})
+	return w
+}
 
 func (w tlog) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !*w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
@@ -61,6 +81,8 @@ func TestScenarios(t *testing.T) {
 				t.Errorf("implausible result %+v", c)
 			}
 		}},
+		{"media", loadgen.Config{Scenario: "media", Pairs: 2, Duration: time.Second}, checkMedia},
+		{"media paced", loadgen.Config{Scenario: "media", Pairs: 2, Duration: time.Second, FPS: 30, FrameBytes: 10240}, checkMedia},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,7 +94,7 @@ func TestScenarios(t *testing.T) {
 			cfg.Server = s.URL
 			var progress bytes.Buffer
 			cfg.Progress = &progress
-			cfg.Logger = slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			cfg.Logger = slog.New(slog.NewTextHandler(newTlog(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 			res, err := loadgen.Run(ctx, cfg)
 			if err != nil {
 				t.Fatalf("Run: %v", err)
@@ -87,6 +109,21 @@ func TestScenarios(t *testing.T) {
 			}
 			t.Logf("\n%s", out.String())
 		})
+	}
+}
+
+// checkMedia wants every frame relayed in order and unchanged, and every
+// call hung up cleanly; it asserts no rate.
+func checkMedia(t *testing.T, r loadgen.Result) {
+	c := r.(*loadgen.MediaResult)
+	if c.Pairs != 2 || c.Received == 0 || c.Received != c.Sent || c.Latency.N != int(c.Received) {
+		t.Errorf("implausible result %+v", c)
+	}
+	if c.OrderErrors != 0 || c.Lost != 0 || c.BadFrames != 0 || len(c.Failures) != 0 {
+		t.Errorf("order errors %d, lost %d, bad %d, failures %v", c.OrderErrors, c.Lost, c.BadFrames, c.Failures)
+	}
+	if c.Hangups != 2 {
+		t.Errorf("clean hang-ups %d/2", c.Hangups)
 	}
 }
 
@@ -117,6 +154,8 @@ func TestBadConfig(t *testing.T) {
 		{"unknown scenario", loadgen.Config{Scenario: "nope"}, loadgen.ErrUnknownScenario},
 		{"too many peers", loadgen.Config{Scenario: "presence", Peers: 1001}, loadgen.ErrBadConfig},
 		{"bad URL", loadgen.Config{Server: "ftp://x"}, loadgen.ErrBadConfig},
+		{"frame too small", loadgen.Config{Scenario: "media", FrameBytes: 8}, loadgen.ErrBadConfig},
+		{"negative fps", loadgen.Config{Scenario: "media", FPS: -1}, loadgen.ErrBadConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
