@@ -5,6 +5,7 @@ import (
 	"time"
 )
 
+//go:noinline
 func parkedLeaker(stop chan struct{}) { <-stop }
 
 func TestFind(t *testing.T) {
