@@ -37,10 +37,7 @@ func (r *CallsResult) SetupsPerSec() float64 {
 
 // CPUPerSetup is server CPU time per setup.
 func (r *CallsResult) CPUPerSetup() time.Duration {
-	if r.Setups == 0 {
-		return 0
-	}
-	return r.ServerCPU / time.Duration(r.Setups)
+	return cpuPer(r.ServerCPU, int64(r.Setups))
 }
 
 // Rows implements Result.
@@ -112,73 +109,75 @@ type callRunner struct {
 // prepareCalls registers and logs in the pairs: bench-call-a-i and
 // bench-call-b-i, mutual peers.
 func (g *gen) prepareCalls(ctx context.Context) (*callRunner, error) {
+	pairs, err := g.preparePairs(ctx, "calls", "call", g.loginClient)
+	if err != nil {
+		return nil, err
+	}
+	return &callRunner{g: g, pairs: pairs, errs: newErrCounter()}, nil
+}
+
+// preparePairs registers Pairs mutual caller/callee pairs,
+// <prefix>-<kind>-a-i and <prefix>-<kind>-b-i, and logs each side in with
+// login (calls and media differ only in their WebSocket buffers). label
+// names the scenario in progress lines and errors. On error no client is
+// left open.
+func (g *gen) preparePairs(ctx context.Context, label, kind string, login func(context.Context, string) (*client.Client, error)) ([]*callPair, error) {
 	n := g.cfg.Pairs
 	as, bs := make([]userSpec, n), make([]userSpec, n)
 	for i := range n {
-		as[i] = userSpec{name: g.userName("call-a", i)}
-		bs[i] = userSpec{name: g.userName("call-b", i), peers: []string{as[i].name}}
+		as[i] = userSpec{name: g.userName(kind+"-a", i)}
+		bs[i] = userSpec{name: g.userName(kind+"-b", i), peers: []string{as[i].name}}
 	}
-	if err := g.ensureUsers(ctx, "calls", as, bs); err != nil {
+	if err := g.ensureUsers(ctx, label, as, bs); err != nil {
 		return nil, err
 	}
-	r := &callRunner{g: g, pairs: make([]*callPair, n), errs: newErrCounter()}
+	pairs := make([]*callPair, n)
 	var logged atomic.Int64
-	stop := g.progress(func() string { return fmt.Sprintf("calls: logged in %d/%d", logged.Load(), 2*n) })
+	stop := g.progress(func() string { return fmt.Sprintf("%s: logged in %d/%d", label, logged.Load(), 2*n) })
 	defer stop()
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	sem := make(chan struct{}, g.cfg.Concurrency)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			p := &callPair{aName: as[i].name, bName: bs[i].name, aP: g.newPacer(), bP: g.newPacer()}
-			var err error
-			if p.a, err = g.loginClient(ctx, p.aName); err != nil {
-				errs[i] = err
-				return
-			}
-			logged.Add(1)
-			if p.b, err = g.loginClient(ctx, p.bName); err != nil {
-				p.a.Close()
-				errs[i] = err
-				return
-			}
-			logged.Add(1)
-			// a was registered first, without peers: make them mutual.
-			actx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
-			defer cancel()
-			p.aP.wait(ctx)
-			if err := p.a.AddPeers(actx, p.bName); err != nil {
-				p.a.Close()
-				p.b.Close()
-				errs[i] = fmt.Errorf("add-peers: %w", err)
-				return
-			}
-			p.aEv, p.bEv = stamp(p.a), stamp(p.b)
-			r.pairs[i] = p
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			r.close()
-			return nil, fmt.Errorf("%w: calls: %w", ErrSetup, err)
+	err := g.eachPair(ctx, n, func(i int) error {
+		p := &callPair{aName: as[i].name, bName: bs[i].name, aP: g.newPacer(), bP: g.newPacer()}
+		var err error
+		if p.a, err = login(ctx, p.aName); err != nil {
+			return err
 		}
+		logged.Add(1)
+		if p.b, err = login(ctx, p.bName); err != nil {
+			p.a.Close()
+			return err
+		}
+		logged.Add(1)
+		// a was registered first, without peers: make them mutual.
+		actx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+		defer cancel()
+		p.aP.wait(ctx)
+		if err := p.a.AddPeers(actx, p.bName); err != nil {
+			p.a.Close()
+			p.b.Close()
+			return fmt.Errorf("add-peers: %w", err)
+		}
+		p.aEv, p.bEv = stamp(p.a), stamp(p.b)
+		pairs[i] = p
+		return nil
+	})
+	if err != nil {
+		closePairs(pairs)
+		return nil, fmt.Errorf("%w: %s: %w", ErrSetup, label, err)
 	}
-	return r, nil
+	return pairs, nil
 }
 
-func (r *callRunner) close() {
-	for _, p := range r.pairs {
+// closePairs closes both clients of every pair that got that far.
+func closePairs(pairs []*callPair) {
+	for _, p := range pairs {
 		if p != nil {
 			p.a.Close()
 			p.b.Close()
 		}
 	}
 }
+
+func (r *callRunner) close() { closePairs(r.pairs) }
 
 // run loops every pair until stop is closed; a setup under way finishes.
 func (r *callRunner) run(ctx context.Context, stop <-chan struct{}) {

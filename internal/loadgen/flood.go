@@ -86,11 +86,7 @@ func (p *rssPoller) done() float64 {
 
 func (g *gen) runFlood(ctx context.Context) (*FloodResult, error) {
 	f := g.cfg.Flood
-	users := make([]userSpec, (f+devicesPerUser-1)/devicesPerUser)
-	for u := range users {
-		users[u] = userSpec{name: g.userName("flood", u)}
-	}
-	if err := g.ensureUsers(ctx, "login-flood", users); err != nil {
+	if _, err := g.ensureDeviceUsers(ctx, "login-flood", "flood", f); err != nil {
 		return nil, err
 	}
 	calls, err := g.prepareCalls(ctx)
@@ -105,24 +101,15 @@ func (g *gen) runFlood(ctx context.Context) (*FloodResult, error) {
 	errs := newErrCounter()
 	var dialed atomic.Int64
 	stop := g.progress(func() string { return fmt.Sprintf("login-flood: dialed %d/%d", dialed.Load(), f) })
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, g.cfg.Concurrency)
-	for i := range f {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			c, err := g.dialRaw(ctx, g.connSource(i))
-			if err != nil {
-				errs.add(err)
-				return
-			}
-			conns[i] = c
-			dialed.Add(1)
-		}()
-	}
-	wg.Wait()
+	g.workers(ctx, f, func(i int) {
+		c, err := g.dialRaw(ctx, g.connSource(i))
+		if err != nil {
+			errs.add(err)
+			return
+		}
+		conns[i] = c
+		dialed.Add(1)
+	})
 	stop()
 	defer closeAll(conns)
 
@@ -160,6 +147,7 @@ func (g *gen) runFlood(ctx context.Context) (*FloodResult, error) {
 	release := make(chan struct{})
 	var lmu sync.Mutex
 	var lats []time.Duration
+	var wg sync.WaitGroup
 	for i, c := range conns {
 		if c == nil {
 			continue
@@ -172,7 +160,7 @@ func (g *gen) runFlood(ctx context.Context) (*FloodResult, error) {
 			defer cancel()
 			t0 := time.Now()
 			_, err := c.request(wctx, map[string]any{
-				"type": protocol.TypeWhoami, "user": g.userName("flood", i/devicesPerUser), "password": g.cfg.Password,
+				"type": protocol.TypeWhoami, "user": g.deviceUser("flood", i), "password": g.cfg.Password,
 			})
 			d := time.Since(t0)
 			answered.Add(1)

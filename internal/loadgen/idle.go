@@ -97,6 +97,21 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 const devicesPerUser = 8 // protocol.DefaultDevices: one argon2 registration per 8 connections
 
+// ensureDeviceUsers registers the users behind n connections of kind,
+// devicesPerUser connections to a user, and returns how many users that is.
+func (g *gen) ensureDeviceUsers(ctx context.Context, label, kind string, n int) (int, error) {
+	users := make([]userSpec, (n+devicesPerUser-1)/devicesPerUser)
+	for u := range users {
+		users[u] = userSpec{name: g.userName(kind, u)}
+	}
+	return len(users), g.ensureUsers(ctx, label, users)
+}
+
+// deviceUser is the user connection i of kind logs in as (ensureDeviceUsers).
+func (g *gen) deviceUser(kind string, i int) string {
+	return g.userName(kind, i/devicesPerUser)
+}
+
 // openIdle logs in n raw connections as users kind-(i/8) from the
 // spread source addresses, and keeps them alive (pings answered).
 func (g *gen) openIdle(ctx context.Context, kind string, n int, label string, errs *errCounter) ([]*rawConn, time.Duration) {
@@ -109,37 +124,19 @@ func (g *gen) openIdle(ctx context.Context, kind string, n int, label string, er
 			label, c, n, float64(c)/time.Since(start).Seconds(), errs)
 	})
 	defer stop()
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range min(g.cfg.Concurrency, n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				c, err := g.loginRaw(ctx, g.connSource(i), g.userName(kind, i/devicesPerUser))
-				if err != nil {
-					if ctx.Err() == nil {
-						code := errs.add(err)
-						g.log.Debug("idle connection failed", "i", i, "code", code, "err", err)
-					}
-					continue
-				}
-				c.discard()
-				conns[i] = c
-				ok.Add(1)
+	g.workers(ctx, n, func(i int) {
+		c, err := g.loginRaw(ctx, g.connSource(i), g.deviceUser(kind, i))
+		if err != nil {
+			if ctx.Err() == nil {
+				code := errs.add(err)
+				g.log.Debug("idle connection failed", "i", i, "code", code, "err", err)
 			}
-		}()
-	}
-feed:
-	for i := range n {
-		select {
-		case work <- i:
-		case <-ctx.Done():
-			break feed
+			return
 		}
-	}
-	close(work)
-	wg.Wait()
+		c.discard()
+		conns[i] = c
+		ok.Add(1)
+	})
 	return conns, time.Since(start)
 }
 
@@ -162,11 +159,8 @@ func closeAll(conns []*rawConn) {
 
 func (g *gen) runIdle(ctx context.Context) (*IdleResult, error) {
 	n := g.cfg.Conns
-	users := make([]userSpec, (n+devicesPerUser-1)/devicesPerUser)
-	for u := range users {
-		users[u] = userSpec{name: g.userName("idle", u)}
-	}
-	if err := g.ensureUsers(ctx, "idle", users); err != nil {
+	users, err := g.ensureDeviceUsers(ctx, "idle", "idle", n)
+	if err != nil {
 		return nil, err
 	}
 
@@ -217,7 +211,7 @@ func (g *gen) runIdle(ctx context.Context) (*IdleResult, error) {
 		return nil, err
 	}
 	return &IdleResult{
-		Conns: n, Connected: connected, Users: len(users), Sources: g.cfg.Sources,
+		Conns: n, Connected: connected, Users: users, Sources: g.cfg.Sources,
 		Failures: errs.snapshot(), ConnectTime: took,
 		RSSBefore: before.rss, RSSAfter: after.rss,
 		HeapBefore: before.heap, HeapAfter: after.heap,

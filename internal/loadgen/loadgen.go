@@ -326,3 +326,53 @@ func (p *pacer) wait(ctx context.Context) error {
 	p.next = now.Add(p.interval)
 	return nil
 }
+
+// eachPair runs f for pairs 0…n-1, at most Concurrency at once, and returns
+// the first error, in pair order.
+func (g *gen) eachPair(ctx context.Context, n int, f func(i int) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	sem := make(chan struct{}, g.cfg.Concurrency)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			errs[i] = f(i)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// workers runs f(i) for i in 0…n-1 on at most Concurrency goroutines. Once
+// ctx ends, the i not yet handed out are skipped: the caller sees ctx.Err().
+func (g *gen) workers(ctx context.Context, n int, f func(i int)) {
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(g.cfg.Concurrency, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				f(i)
+			}
+		}()
+	}
+feed:
+	for i := range n {
+		select {
+		case work <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+}

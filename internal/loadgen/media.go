@@ -75,10 +75,7 @@ func (r *MediaResult) MBPerSec() float64 {
 
 // CPUPerFrame is server CPU time per relayed frame.
 func (r *MediaResult) CPUPerFrame() time.Duration {
-	if r.Received == 0 {
-		return 0
-	}
-	return r.ServerCPU / time.Duration(r.Received)
+	return cpuPer(r.ServerCPU, r.Received)
 }
 
 // Rows implements Result.
@@ -155,7 +152,7 @@ func (d *mediaDir) checkDrained() {
 
 // mediaPair is one call of the media scenario.
 type mediaPair struct {
-	callPair
+	*callPair
 	ma, mb *client.Media
 	ab, ba *mediaDir
 }
@@ -226,68 +223,15 @@ func (g *gen) runMedia(ctx context.Context) (*MediaResult, error) {
 // prepareMedia registers and logs in the pairs: bench-media-a-i and
 // bench-media-b-i, mutual peers.
 func (g *gen) prepareMedia(ctx context.Context) (*mediaRunner, error) {
-	n := g.cfg.Pairs
-	as, bs := make([]userSpec, n), make([]userSpec, n)
-	for i := range n {
-		as[i] = userSpec{name: g.userName("media-a", i)}
-		bs[i] = userSpec{name: g.userName("media-b", i), peers: []string{as[i].name}}
-	}
-	if err := g.ensureUsers(ctx, "media", as, bs); err != nil {
+	pairs, err := g.preparePairs(ctx, "media", "media", g.loginMedia)
+	if err != nil {
 		return nil, err
 	}
-	r := &mediaRunner{g: g, pairs: make([]*mediaPair, n), errs: newErrCounter()}
-	var logged atomic.Int64
-	stop := g.progress(func() string { return fmt.Sprintf("media: logged in %d/%d", logged.Load(), 2*n) })
-	defer stop()
-	err := g.eachPair(ctx, n, func(i int) error {
-		p := &mediaPair{callPair: callPair{aName: as[i].name, bName: bs[i].name, aP: g.newPacer(), bP: g.newPacer()}}
-		var err error
-		if p.a, err = g.loginMedia(ctx, p.aName); err != nil {
-			return err
-		}
-		logged.Add(1)
-		if p.b, err = g.loginMedia(ctx, p.bName); err != nil {
-			p.a.Close()
-			return err
-		}
-		logged.Add(1)
-		// a was registered first, without peers: make them mutual.
-		actx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
-		defer cancel()
-		p.aP.wait(ctx)
-		if err := p.a.AddPeers(actx, p.bName); err != nil {
-			p.a.Close()
-			p.b.Close()
-			return fmt.Errorf("add-peers: %w", err)
-		}
-		p.aEv, p.bEv = stamp(p.a), stamp(p.b)
-		r.pairs[i] = p
-		return nil
-	})
-	if err != nil {
-		r.close()
-		return nil, fmt.Errorf("%w: media: %w", ErrSetup, err)
+	r := &mediaRunner{g: g, pairs: make([]*mediaPair, len(pairs)), errs: newErrCounter()}
+	for i, p := range pairs {
+		r.pairs[i] = &mediaPair{callPair: p}
 	}
 	return r, nil
-}
-
-// eachPair runs f for pairs 0…n-1, at most Concurrency at once, and returns
-// the first error.
-func (g *gen) eachPair(ctx context.Context, n int, f func(i int) error) error {
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	sem := make(chan struct{}, g.cfg.Concurrency)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			errs[i] = f(i)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
 
 // loginMedia is loginClient with media-sized WebSocket buffers: the client
@@ -295,26 +239,13 @@ func (g *gen) eachPair(ctx context.Context, n int, f func(i int) error) error {
 func (g *gen) loginMedia(ctx context.Context, user string) (*client.Client, error) {
 	d := g.dialer(nil)
 	d.ReadBufferSize, d.WriteBufferSize, d.WriteBufferPool = mediaBufSize, mediaBufSize, &mediaBufPool
-	c, err := client.Dial(ctx, g.metaURL, &client.Options{Dialer: d, Logger: g.log})
-	if err != nil {
-		return nil, err
-	}
-	lctx, cancel := context.WithTimeout(ctx, 10*g.cfg.Timeout)
-	defer cancel()
-	if _, err := c.Login(lctx, user, g.cfg.Password); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("login %s: %w", user, err)
-	}
-	return c, nil
+	return g.loginWith(ctx, user, d)
 }
 
 // close ends every media connection and client; a call still up ends as
 // disconnected.
 func (r *mediaRunner) close() {
 	for _, p := range r.pairs {
-		if p == nil {
-			continue
-		}
 		for _, m := range []*client.Media{p.ma, p.mb} {
 			if m != nil {
 				m.Close()

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -153,28 +152,15 @@ func (g *gen) runPresence(ctx context.Context) (*PresenceResult, error) {
 	stop := g.progress(func() string {
 		return fmt.Sprintf("presence: %d/%d peers online, failures: %s", online.Load(), k, errs)
 	})
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range min(g.cfg.Concurrency, k) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				c, err := g.loginRaw(ctx, g.connSource(i), names[i])
-				if err != nil {
-					errs.add(err)
-					continue
-				}
-				conns[i] = c
-				online.Add(1)
-			}
-		}()
-	}
-	for i := range k {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	g.workers(ctx, k, func(i int) {
+		c, err := g.loginRaw(ctx, g.connSource(i), names[i])
+		if err != nil {
+			errs.add(err)
+			return
+		}
+		conns[i] = c
+		online.Add(1)
+	})
 	stop()
 	defer closeAll(conns)
 	if err := ctx.Err(); err != nil {

@@ -179,3 +179,11 @@ func selfCPU() time.Duration {
 	}
 	return d
 }
+
+// cpuPer is cpu per unit of work; 0 when none was done.
+func cpuPer(cpu time.Duration, n int64) time.Duration {
+	if n == 0 {
+		return 0
+	}
+	return cpu / time.Duration(n)
+}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/user-media-plug/umplug/client"
 	"github.com/user-media-plug/umplug/protocol"
 )
@@ -135,7 +137,13 @@ func (g *gen) registerChunk(ctx context.Context, chunk []userSpec, created, exis
 
 // loginClient dials /meta with the Go client and logs in as user.
 func (g *gen) loginClient(ctx context.Context, user string) (*client.Client, error) {
-	c, err := client.Dial(ctx, g.metaURL, &client.Options{Dialer: g.dialer(nil), Logger: g.log})
+	return g.loginWith(ctx, user, g.dialer(nil))
+}
+
+// loginWith dials /meta with the Go client through d and logs in as user;
+// a login queues behind password hashing, so it gets 10× Timeout.
+func (g *gen) loginWith(ctx context.Context, user string, d *websocket.Dialer) (*client.Client, error) {
+	c, err := client.Dial(ctx, g.metaURL, &client.Options{Dialer: d, Logger: g.log})
 	if err != nil {
 		return nil, err
 	}
