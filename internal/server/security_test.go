@@ -6,14 +6,18 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/user-media-plug/umplug/internal/meta"
 	"github.com/user-media-plug/umplug/internal/server"
 	"github.com/user-media-plug/umplug/internal/servertest"
+	"github.com/user-media-plug/umplug/internal/store"
 	"github.com/user-media-plug/umplug/protocol"
 )
 
@@ -133,4 +137,35 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestTLS: behind TLS (umplug serve -tls-cert/-tls-key) /meta is served by
+// wsloop's goroutine-per-connection mode, since a TLS connection has no file
+// descriptor to poll; the protocol is the same.
+func TestTLS(t *testing.T) {
+	st := store.NewMemory()
+	srv, err := server.New(server.Config{Meta: meta.Config{Store: st, Hasher: cheapHasher()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewTLSServer(srv.Handler())
+	defer hs.Close()
+	defer srv.Shutdown(context.Background())
+	d := websocket.Dialer{TLSClientConfig: hs.Client().Transport.(*http.Transport).TLSClientConfig}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	c, _, err := d.DialContext(ctx, "wss"+strings.TrimPrefix(hs.URL, "https")+"/meta", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(waitFor))
+	c.WriteMessage(websocket.TextMessage, []byte(`{"type":"reg-user","user":"alice","password":"`+pw+`","tx":1}`))
+	c.WriteMessage(websocket.TextMessage, []byte(`{"type":"whoami","user":"alice","password":"`+pw+`","tx":2}`))
+	for _, want := range []string{`"for":"reg-user","tx":1,"ok":true`, `"for":"whoami","tx":2,"ok":true`} {
+		_, m, err := c.ReadMessage()
+		if err != nil || !strings.Contains(string(m), want) {
+			t.Fatalf("got %s, %v; want %s", m, err, want)
+		}
+	}
 }
