@@ -137,3 +137,18 @@ func make65() []byte {
 	}
 	return b
 }
+
+func TestTxSame(t *testing.T) {
+	cases := []struct {
+		a, b Tx
+		want bool
+	}{
+		{"1", "1", true}, {"1.0", "1", true}, {"1e2", "100", true}, {"0.4194567419", "0.4194567419", true},
+		{"0.1", "0.10000000000000001", true}, {"1", "2", false}, {"", "1", false}, {"", "", true},
+	}
+	for _, c := range cases {
+		if got := c.a.Same(c.b); got != c.want {
+			t.Errorf("%q.Same(%q) = %v", c.a, c.b, got)
+		}
+	}
+}

@@ -13,6 +13,18 @@ import (
 // null, which is what a response carries when the request had no numeric tx.
 type Tx string
 
+// Same reports whether t and u are the same number, whatever their spelling
+// (1.0 and 1, 1e2 and 100): a client that parsed a tx and wrote it back may
+// not reproduce the original text.
+func (t Tx) Same(u Tx) bool {
+	if t == u {
+		return true
+	}
+	a, err1 := strconv.ParseFloat(string(t), 64)
+	b, err2 := strconv.ParseFloat(string(u), 64)
+	return err1 == nil && err2 == nil && a == b
+}
+
 // TxInt returns the Tx for an integer, as the Go client generates them.
 func TxInt(n int64) Tx { return Tx(strconv.FormatInt(n, 10)) }
 

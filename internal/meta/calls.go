@@ -117,7 +117,7 @@ func (s *Server) ringingCallLocked(caller, callee string, tx protocol.Tx) *call 
 		return nil
 	}
 	c := us.call
-	if c.active || c.caller != caller || c.callee != callee || (tx != "" && c.tx != tx) {
+	if c.active || c.caller != caller || c.callee != callee || (tx != "" && !c.tx.Same(tx)) {
 		return nil
 	}
 	return c

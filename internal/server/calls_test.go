@@ -97,6 +97,16 @@ func TestCallAccept(t *testing.T) {
 	e.a.expect("call", "carol", "alice", "")
 }
 
+// TestAcceptTxSpelling: a client that parsed the call's tx and wrote it back
+// differently (0.50 for 0.5) still matches the call.
+func TestAcceptTxSpelling(t *testing.T) {
+	e := newCallEnv(t)
+	e.a.ok(map[string]any{"type": "call", "user": "alice", "peer": "bob", "tx": rawNumber("0.50")})
+	e.b.expect("call", "alice", "bob", "")
+	e.b.ok(map[string]any{"type": "accept", "user": "bob", "peer": "alice", "tx": 0.5})
+	e.a.expect("accept", "bob", "alice", "")
+}
+
 func TestCallReject(t *testing.T) {
 	e := newCallEnv(t)
 	tx := e.ring(t)
