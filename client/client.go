@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -349,6 +350,26 @@ func (c *Client) Events() <-chan protocol.Event { return c.events }
 
 // Done is closed when the connection has ended; Err then tells why.
 func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Next returns the next event whose type is one of types, discarding the
+// events before it (a program waiting for its call to be accepted need not
+// care about presence meanwhile). It fails when ctx ends or the connection
+// does; don't mix it with another reader of Events.
+func (c *Client) Next(ctx context.Context, types ...string) (protocol.Event, error) {
+	for {
+		select {
+		case ev, ok := <-c.events:
+			if !ok {
+				return protocol.Event{}, fmt.Errorf("client: waiting for %v: %w", types, errors.Join(ErrClosed, c.Err()))
+			}
+			if slices.Contains(types, ev.Type) {
+				return ev, nil
+			}
+		case <-ctx.Done():
+			return protocol.Event{}, fmt.Errorf("client: waiting for %v: %w", types, ctx.Err())
+		}
+	}
+}
 
 // Err returns why the connection ended (ErrClosed after Close, else the read
 // error, e.g. a *websocket.CloseError), or nil while it is open.

@@ -59,19 +59,11 @@ func befriend(t *testing.T, ctx context.Context, a, b *client.Client) {
 // next returns c's next event of type typ, skipping others (presence).
 func next(t *testing.T, ctx context.Context, c *client.Client, typ string) protocol.Event {
 	t.Helper()
-	for {
-		select {
-		case ev, ok := <-c.Events():
-			if !ok {
-				t.Fatalf("%s: events closed waiting for %s: %v", c.User(), typ, c.Err())
-			}
-			if ev.Type == typ {
-				return ev
-			}
-		case <-ctx.Done():
-			t.Fatalf("%s: no %s event: %v", c.User(), typ, ctx.Err())
-		}
+	ev, err := c.Next(ctx, typ)
+	if err != nil {
+		t.Fatalf("%s: %v", c.User(), err)
 	}
+	return ev
 }
 
 // call makes a call b and b accept it, and returns both force-calls.

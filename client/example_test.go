@@ -31,13 +31,11 @@ func mustUser(ctx context.Context, serverURL, user string, peers ...string) *cli
 
 // waitEvent returns c's next event of type typ, skipping presence updates.
 func waitEvent(c *client.Client, typ string) protocol.Event {
-	for ev := range c.Events() {
-		if ev.Type == typ {
-			return ev
-		}
+	ev, err := c.Next(context.Background(), typ)
+	if err != nil {
+		log.Fatal(err)
 	}
-	log.Fatalf("connection ended: %v", c.Err())
-	return protocol.Event{}
+	return ev
 }
 
 func ExampleDial() {

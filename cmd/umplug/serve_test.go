@@ -229,19 +229,11 @@ func dialLogin(ctx context.Context, t *testing.T, url, name string, peers ...str
 
 func waitEvent(ctx context.Context, t *testing.T, c *client.Client, typ string) protocol.Event {
 	t.Helper()
-	for {
-		select {
-		case ev, ok := <-c.Events():
-			if !ok {
-				t.Fatalf("%s: events closed while waiting for %s: %v", c.User(), typ, c.Err())
-			}
-			if ev.Type == typ {
-				return ev
-			}
-		case <-ctx.Done():
-			t.Fatalf("%s: no %s event: %v", c.User(), typ, errors.New("timeout"))
-		}
+	ev, err := c.Next(ctx, typ)
+	if err != nil {
+		t.Fatalf("%s: %v", c.User(), err)
 	}
+	return ev
 }
 
 // TestSecondSignalForcesExit: the first SIGTERM starts a graceful shutdown;

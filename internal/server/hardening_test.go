@@ -242,7 +242,7 @@ func TestSoak(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := waitType(ctx, b, protocol.TypeCall); err != nil {
+		if _, err := b.Next(ctx, protocol.TypeCall); err != nil {
 			return err
 		}
 		if err := b.Accept(ctx, an, tx); err != nil {
@@ -250,12 +250,9 @@ func TestSoak(t *testing.T) {
 		}
 		if i%2 == 0 {
 			// Half the rounds move media too.
-			var fc protocol.Event
-			for ev := range a.Events() {
-				if ev.Type == protocol.TypeForceCall {
-					fc = ev
-					break
-				}
+			fc, err := a.Next(ctx, protocol.TypeForceCall)
+			if err != nil {
+				return err
 			}
 			m, err := a.Media(ctx, fc)
 			if err != nil {
@@ -324,21 +321,5 @@ func TestSoak(t *testing.T) {
 		*soakRounds, g0, g1, f0, f1, h0>>10, ms.HeapInuse>>10)
 	if ms.HeapInuse > h0+8<<20 {
 		t.Fatalf("heap grew by %d KiB", (ms.HeapInuse-h0)>>10)
-	}
-}
-
-func waitType(ctx context.Context, c *client.Client, typ string) error {
-	for {
-		select {
-		case ev, ok := <-c.Events():
-			if !ok {
-				return fmt.Errorf("events closed: %w", c.Err())
-			}
-			if ev.Type == typ {
-				return nil
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
 	}
 }

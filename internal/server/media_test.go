@@ -21,19 +21,11 @@ type paired struct {
 
 func nextEvent(ctx context.Context, t *testing.T, c *client.Client, typ string) protocol.Event {
 	t.Helper()
-	for {
-		select {
-		case ev, ok := <-c.Events():
-			if !ok {
-				t.Fatalf("%s: events closed waiting for %s: %v", c.User(), typ, c.Err())
-			}
-			if ev.Type == typ {
-				return ev
-			}
-		case <-ctx.Done():
-			t.Fatalf("%s: no %s event", c.User(), typ)
-		}
+	ev, err := c.Next(ctx, typ)
+	if err != nil {
+		t.Fatalf("%s: %v", c.User(), err)
 	}
+	return ev
 }
 
 func setupPaired(ctx context.Context, t *testing.T, s *servertest.Server) *paired {
