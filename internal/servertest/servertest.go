@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,14 +52,21 @@ func Start(t testing.TB, opts *Options) *Server {
 	if opts == nil {
 		opts = &Options{}
 	}
+	var tw *tlogWriter
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		tw = &tlogWriter{t: t}
+		opts.Logger = slog.New(slog.NewTextHandler(tw, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	s, err := start(opts)
 	if err != nil {
 		t.Fatalf("servertest: %v", err)
 	}
-	t.Cleanup(s.stop)
+	t.Cleanup(func() {
+		s.stop()
+		if tw != nil {
+			tw.close() // a goroutine still winding down must not t.Log after the test
+		}
+	})
 	return s
 }
 
@@ -121,11 +129,25 @@ func (s *Server) stop() {
 }
 
 // tlogWriter sends server logs through t.Log, so they show with the failing
-// test and not otherwise.
-type tlogWriter struct{ t testing.TB }
+// test and not otherwise. After close it drops them: testing panics on a
+// t.Log after the test has finished.
+type tlogWriter struct {
+	t      testing.TB
+	mu     sync.Mutex // guards closed, and is held across t.Log
+	closed bool
+}
 
-func (w tlogWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func (w *tlogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
+}
+
+func (w *tlogWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 }
