@@ -11,6 +11,7 @@ import (
 
 	"github.com/user-media-plug/umplug/client"
 	"github.com/user-media-plug/umplug/internal/servertest"
+	"github.com/user-media-plug/umplug/internal/testlog"
 	"github.com/user-media-plug/umplug/protocol"
 )
 
@@ -19,7 +20,7 @@ const pw = "sesameopen"
 // dial connects a client to s and closes it when the test ends.
 func dial(t *testing.T, ctx context.Context, s *servertest.Server) *client.Client {
 	t.Helper()
-	c, err := client.Dial(ctx, s.URL, &client.Options{Logger: testLogger(t)})
+	c, err := client.Dial(ctx, s.URL, &client.Options{Logger: testlog.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/user-media-plug/umplug/client"
+	"github.com/user-media-plug/umplug/internal/testlog"
 	"github.com/user-media-plug/umplug/protocol"
 )
 
@@ -70,19 +70,6 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// testLogger writes through t.Log.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(string(p))
-	return len(p), nil
-}
-
 func TestCancelPendingRequest(t *testing.T) {
 	ctx := testContext(t)
 	got := make(chan struct{})
@@ -106,7 +93,7 @@ func TestCancelPendingRequest(t *testing.T) {
 		}
 		drain(c)
 	})
-	c, err := client.Dial(ctx, url, &client.Options{Logger: testLogger(t)})
+	c, err := client.Dial(ctx, url, &client.Options{Logger: testlog.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,43 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/user-media-plug/umplug/internal/loadgen"
 	"github.com/user-media-plug/umplug/internal/servertest"
+	"github.com/user-media-plug/umplug/internal/testlog"
 )
-
-// tlog sends the load generator's logs through t.Log until the test's
-// cleanup: the client logs "connection ended" just after Close returned,
-// and a t.Log after the test completed panics.
-type tlog struct {
-	t    *testing.T
-	mu   *sync.Mutex // guards done, held across t.Log
-	done *bool
-}
-
-func newTlog(t *testing.T) tlog {
-	w := tlog{t: t, mu: new(sync.Mutex), done: new(bool)}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		*w.done = true
-	})
-	return w
-}
-
-func (w tlog) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !*w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
 
 // TestScenarios runs every scenario briefly against an in-process server
 // and checks that it completes with sane, non-zero counts. Speed is never
@@ -94,7 +65,7 @@ func TestScenarios(t *testing.T) {
 			cfg.Server = s.URL
 			var progress bytes.Buffer
 			cfg.Progress = &progress
-			cfg.Logger = slog.New(slog.NewTextHandler(newTlog(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
+			cfg.Logger = testlog.New(t)
 			res, err := loadgen.Run(ctx, cfg)
 			if err != nil {
 				t.Fatalf("Run: %v", err)

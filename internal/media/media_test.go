@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/user-media-plug/umplug/internal/clock"
 	"github.com/user-media-plug/umplug/internal/plug"
+	"github.com/user-media-plug/umplug/internal/testlog"
 	"github.com/user-media-plug/umplug/protocol"
 )
 
@@ -71,13 +71,6 @@ func (f *fakeEnder) wait(ctx context.Context, t *testing.T) endCall {
 	}
 }
 
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 // env is a media server behind a real HTTP server, with a fake clock.
 type env struct {
 	t   testing.TB
@@ -114,7 +107,7 @@ func newEnvBuf(t testing.TB, timeout time.Duration, mod func(*Config), bufSize i
 	cfg := Config{
 		Ender:      e.end,
 		Clock:      e.clk,
-		Logger:     slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:     testlog.New(t),
 		Registerer: e.reg,
 	}
 	if mod != nil {

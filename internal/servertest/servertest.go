@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/user-media-plug/umplug/internal/password"
 	"github.com/user-media-plug/umplug/internal/server"
 	"github.com/user-media-plug/umplug/internal/store"
+	"github.com/user-media-plug/umplug/internal/testlog"
 )
 
 // Server is a running test server.
@@ -52,21 +52,14 @@ func Start(t testing.TB, opts *Options) *Server {
 	if opts == nil {
 		opts = &Options{}
 	}
-	var tw *tlogWriter
 	if opts.Logger == nil {
-		tw = &tlogWriter{t: t}
-		opts.Logger = slog.New(slog.NewTextHandler(tw, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts.Logger = testlog.New(t)
 	}
 	s, err := start(opts)
 	if err != nil {
 		t.Fatalf("servertest: %v", err)
 	}
-	t.Cleanup(func() {
-		s.stop()
-		if tw != nil {
-			tw.close() // a goroutine still winding down must not t.Log after the test
-		}
-	})
+	t.Cleanup(s.stop)
 	return s
 }
 
@@ -126,28 +119,4 @@ func (s *Server) stop() {
 	s.HTTP.CloseClientConnections()
 	s.HTTP.Close()
 	s.Store.Close()
-}
-
-// tlogWriter sends server logs through t.Log, so they show with the failing
-// test and not otherwise. After close it drops them: testing panics on a
-// t.Log after the test has finished.
-type tlogWriter struct {
-	t      testing.TB
-	mu     sync.Mutex // guards closed, and is held across t.Log
-	closed bool
-}
-
-func (w *tlogWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.closed {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *tlogWriter) close() {
-	w.mu.Lock()
-	w.closed = true
-	w.mu.Unlock()
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,24 +19,12 @@ import (
 
 	"github.com/user-media-plug/umplug/internal/store"
 	"github.com/user-media-plug/umplug/internal/store/storetest"
+	"github.com/user-media-plug/umplug/internal/testlog"
 )
-
-// testLogger writes through t.Log so pebble's lines show only on failure.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
 
 func openPebble(t *testing.T, dir string) store.Store {
 	t.Helper()
-	s, err := store.OpenPebble(dir, testLogger(t))
+	s, err := store.OpenPebble(dir, testlog.New(t))
 	if err != nil {
 		t.Fatalf("OpenPebble: %v", err)
 	}
