@@ -393,12 +393,18 @@ func (c *Client) Close() error {
 		c.closing = true
 		c.mu.Unlock()
 		close(c.closed)
-		_ = c.conn.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(closeGrace))
-		_ = c.conn.Close()
+		closeNormal(c.conn)
 	})
 	<-c.done
 	return nil
+}
+
+// closeNormal sends a normal close frame (bounded by closeGrace) and closes
+// the socket; the read loop then ends.
+func closeNormal(conn *websocket.Conn) {
+	_ = conn.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(closeGrace))
+	_ = conn.Close()
 }
 
 // User returns the user name of the successful Login, or "".

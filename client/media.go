@@ -258,9 +258,7 @@ func (m *Media) Close() error {
 		m.closing = true
 		m.mu.Unlock()
 		close(m.closed)
-		_ = m.conn.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(closeGrace))
-		_ = m.conn.Close()
+		closeNormal(m.conn)
 	})
 	<-m.done
 	return nil
