@@ -49,7 +49,11 @@ func (x *Session) handleCall(req *protocol.Request) {
 	s := x.s
 	a, b := x.user, req.Peer
 	s.mu.Lock()
-	ua, ub := s.users[a], s.users[b]
+	ua, ub := x.meLocked(req), s.users[b]
+	if ua == nil {
+		s.mu.Unlock()
+		return
+	}
 	if ub == nil {
 		s.mu.Unlock()
 		// The callee is offline: only a mutual peer may learn that.
@@ -57,7 +61,7 @@ func (x *Session) handleCall(req *protocol.Request) {
 		defer cancel()
 		pu, err := s.cfg.Store.Get(ctx, b)
 		s.mu.Lock()
-		listsB := s.users[a] != nil && s.users[a].lists(b)
+		listsB := !x.gone && s.users[a] != nil && s.users[a].lists(b)
 		s.mu.Unlock()
 		switch {
 		case errors.Is(err, store.ErrNotFound) || (err == nil && (!listsB || !slices.Contains(pu.Peers, a))):
@@ -126,6 +130,9 @@ func (s *Server) ringingCallLocked(caller, callee string, tx protocol.Tx) *call 
 // answerableLocked returns the ringing call that an accept or reject from x
 // answers and acknowledges req, or answers no-call and returns nil.
 func (x *Session) answerableLocked(req *protocol.Request) *call {
+	if x.meLocked(req) == nil {
+		return nil
+	}
 	c := x.s.ringingCallLocked(req.Peer, x.user, req.Tx)
 	if c == nil {
 		x.fail(req, protocol.Errorf(protocol.ErrNoCall, "no call from %s is ringing with this tx", req.Peer))
@@ -197,6 +204,9 @@ func (x *Session) handleCancel(req *protocol.Request) {
 	s := x.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if x.meLocked(req) == nil {
+		return
+	}
 	c := s.ringingCallLocked(x.user, req.Peer, "")
 	if c == nil {
 		x.fail(req, protocol.Errorf(protocol.ErrNoCall, "you are not ringing %s", req.Peer))
@@ -211,7 +221,10 @@ func (x *Session) handleUnpair(req *protocol.Request) {
 	s := x.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	us := s.users[x.user]
+	us := x.meLocked(req)
+	if us == nil {
+		return
+	}
 	c := us.call
 	if c == nil || !c.active || c.other(x.user) != req.Peer {
 		x.fail(req, protocol.Errorf(protocol.ErrNoCall, "you are not in a call with %s", req.Peer))

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/user-media-plug/umplug/internal/clock"
+	"github.com/user-media-plug/umplug/internal/keylock"
 	"github.com/user-media-plug/umplug/internal/password"
 	"github.com/user-media-plug/umplug/internal/plug"
 	"github.com/user-media-plug/umplug/internal/store"
@@ -60,10 +61,22 @@ type Config struct {
 	RateLimit  float64
 	RateBurst  int
 	AbuseLimit int
-	// MaxQueue bounds the messages waiting to be written to one connection;
-	// a client that stops reading is disconnected when it is exceeded, so it
-	// cannot make the server buffer without bound. Default 1024.
-	MaxQueue int
+	// MaxQueueBytes bounds the bytes waiting to be written to one
+	// connection; a client that stops reading is disconnected (1008 "slow
+	// consumer") when it is exceeded, so it cannot make the server buffer
+	// without bound. Default 1 MiB.
+	MaxQueueBytes int
+	// MaxInbox and MaxInboxBytes bound the messages received but not yet
+	// handled on one connection (they wait while an earlier message waits
+	// for the store or the password hasher). A client over either bound is
+	// closed (1008). Defaults 256 messages and 1 MiB.
+	MaxInbox      int
+	MaxInboxBytes int
+	// IdentifyTimeout closes a connection that has not identified (whoami)
+	// this long after it opened, unless a whoami is still being checked:
+	// an unauthenticated socket cannot be held open by answering pings.
+	// Default 10 s.
+	IdentifyTimeout time.Duration
 	// AuthFailuresPerUser and AuthFailuresPerAddr bound failed whoami
 	// attempts per AuthWindow (defaults 10 and 50 per minute) before further
 	// attempts answer rate-limited without checking the password.
@@ -109,8 +122,17 @@ func (c *Config) setDefaults() {
 	if c.AbuseLimit <= 0 {
 		c.AbuseLimit = 100
 	}
-	if c.MaxQueue <= 0 {
-		c.MaxQueue = 1024
+	if c.MaxQueueBytes <= 0 {
+		c.MaxQueueBytes = 1 << 20
+	}
+	if c.MaxInbox <= 0 {
+		c.MaxInbox = 256
+	}
+	if c.MaxInboxBytes <= 0 {
+		c.MaxInboxBytes = 1 << 20
+	}
+	if c.IdentifyTimeout <= 0 {
+		c.IdentifyTimeout = 10 * time.Second
 	}
 	if c.AuthFailuresPerUser <= 0 {
 		c.AuthFailuresPerUser = 10
@@ -133,21 +155,55 @@ func (c *Config) setDefaults() {
 }
 
 // Server is the metadata server. It is safe for concurrent use.
+//
+// Invariants (what the locks promise; every handler keeps them):
+//
+//  1. mu guards all dynamic state: users (online users, their devices,
+//     statuses and cached peer lists), calls, conns, and each Session's
+//     user, device, gone and identification fields. Nothing blocking runs
+//     under mu: no store access, no hashing, no socket I/O. Queueing a frame
+//     (Session.send) never blocks, so it is done under mu.
+//  2. Causality: every frame a decision causes is queued while mu is held
+//     by that decision, the response first. So a client never receives an
+//     event before the response of the request that caused it, and a
+//     response computed from the dynamic state (peers, peers-online) is
+//     never older than an event already queued to that connection.
+//  3. A cached peer list is never older than the store's acknowledged list:
+//     every store write of a user's peers, and the store read that builds
+//     the cache at whoami, happens under that user's userLocks stripe
+//     together with the cache update (taken before mu, never the other way
+//     round), and the whoami read happens after the password check, however
+//     long that waited. While a user is online, only this server writes its
+//     list (the admin CLI cannot open a store a server holds). A cluster
+//     will need a change feed for the other nodes' writes.
+//  4. A session that Close has removed (gone) is never added as a device
+//     and never becomes part of a call; its handlers still running on the
+//     worker find it gone under mu and change nothing for it.
+//  5. pair is emitted to the media side before force-call is queued, so a
+//     device can never present a ticket the media server does not know.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	m       *metrics
-	authLim *windowLimiter // failed logins per user and per address
-	regLim  *windowLimiter // registrations per address
-	devSeq  atomic.Uint64
-	callSeq atomic.Uint64
+	cfg       Config
+	log       *slog.Logger
+	m         *metrics
+	authLim   *windowLimiter // failed logins per user and per address
+	regLim    *windowLimiter // registrations per address
+	userLocks *keylock.Stripes
+	hooks     testHooks
+	devSeq    atomic.Uint64
+	callSeq   atomic.Uint64
 
-	mu       sync.Mutex // guards the following
+	mu       sync.Mutex // guards the following (see the invariants above)
 	users    map[string]*userState
 	calls    map[string]*call // by call id
 	conns    map[*Session]struct{}
 	perAddr  map[string]int
 	shutdown bool
+}
+
+// testHooks let in-package tests force interleavings; nil in production.
+// They are set before the server is used and never changed.
+type testHooks struct {
+	beforeInstall func(user string) // whoami: password checked, user lock held, before the re-read
 }
 
 // userState is the dynamic state of a user with at least one identified
@@ -169,14 +225,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.setDefaults()
 	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		authLim: newWindowLimiter(cfg.Clock, cfg.AuthWindow),
-		regLim:  newWindowLimiter(cfg.Clock, cfg.AuthWindow),
-		users:   make(map[string]*userState),
-		calls:   make(map[string]*call),
-		conns:   make(map[*Session]struct{}),
-		perAddr: make(map[string]int),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		authLim:   newWindowLimiter(cfg.Clock, cfg.AuthWindow),
+		regLim:    newWindowLimiter(cfg.Clock, cfg.AuthWindow),
+		userLocks: keylock.New(),
+		users:     make(map[string]*userState),
+		calls:     make(map[string]*call),
+		conns:     make(map[*Session]struct{}),
+		perAddr:   make(map[string]int),
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -212,6 +269,7 @@ func (s *Server) Open(c Conn, remoteAddr string) (*Session, error) {
 		return nil, ErrTooManyConns
 	}
 	sess := newSession(s, c, remoteAddr)
+	sess.identTimer = s.cfg.Clock.AfterFunc(s.cfg.IdentifyTimeout, sess.identDeadline)
 	s.conns[sess] = struct{}{}
 	s.perAddr[remoteAddr]++
 	s.m.conns.Inc()
@@ -276,6 +334,13 @@ func newTicket() string {
 		panic(fmt.Sprintf("meta: crypto/rand failed: %v", err)) // never on Linux ≥ 3.17
 	}
 	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// online reports whether user has an identified device here.
+func (s *Server) online(user string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.users[user] != nil
 }
 
 // Devices returns how many identified devices user has on this server.

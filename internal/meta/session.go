@@ -5,36 +5,69 @@ import (
 	"sync"
 	"time"
 
+	"github.com/user-media-plug/umplug/internal/clock"
 	"github.com/user-media-plug/umplug/internal/store"
 	"github.com/user-media-plug/umplug/protocol"
 )
 
 // Session is one client connection. The transport calls Handle for each text
-// frame, in order, from a single goroutine, and Close when the connection
-// ends. Handle returns only after the frame's response is queued, which is
-// what makes per-connection processing strictly ordered.
+// frame, in order, from one goroutine at a time, and Close once when the
+// connection has ended.
+//
+// Handle never blocks: a message whose handler only touches memory is
+// handled at once on the caller's goroutine when nothing is queued before it;
+// a message that needs the store or the password hasher (which may wait for a
+// long time under a login flood) is queued for the session's worker, a
+// goroutine that exists only while the session has queued messages. Every
+// later message waits behind it, so processing stays strictly ordered (each
+// message's response is queued before the next message is handled), while
+// the transport keeps reading: pongs, pings and close frames are never held
+// up by a slow handler.
 type Session struct {
 	s    *Server
 	conn Conn
 	addr string
 	done chan struct{} // closed when the session is fully closed
 
-	// Written once by the reader goroutine inside whoami (under s.mu);
-	// read by the reader goroutine, and by others under s.mu.
+	// Written under s.mu by the goroutine handling whoami; read under s.mu,
+	// or without it by the goroutine handling this session's messages (the
+	// only writer).
 	user   string
 	device string
 
-	// Token bucket; touched only by the reader goroutine.
+	// Guarded by s.mu.
+	gone        bool        // Close has run: never install this session as a device
+	authing     int         // whoami requests queued or running
+	identTimer  clock.Timer // the identification deadline; nil once identified or gone
+	identLapsed bool        // the deadline passed while a whoami was in flight
+
+	imu     sync.Mutex // guards the following (the inbound side)
+	inbox   []inbound  // messages waiting for the worker, in order
+	inBytes int        // frame bytes held in inbox
+	working bool       // a worker goroutine is draining inbox
+	inDone  bool       // Close has run: drop inbound messages
+	// Token bucket (touched only by Handle, which the transport serialises).
 	tokens  float64
 	last    time.Time
 	refused int // consecutive rate-limited messages
 
-	qmu     sync.Mutex // guards the following
+	qmu     sync.Mutex // guards the following (the outbound side)
 	queue   [][]byte   // frames waiting to be written
+	queued  int        // bytes in queue
 	writing bool       // a writer goroutine is draining queue
 	closing bool       // no more frames are accepted
 	closeAt *closeReq  // close once the queue is drained
 	closed  bool
+}
+
+// inbound is one received message waiting for the worker: a decoded request,
+// or a decided failure (bad JSON, rate limit) whose answer must still keep
+// its place in the order.
+type inbound struct {
+	req   *protocol.Request
+	fail  *protocol.Error
+	bytes int
+	at    time.Time
 }
 
 type closeReq struct {
@@ -48,31 +81,51 @@ func newSession(s *Server, c Conn, addr string) *Session {
 }
 
 // User returns the identified user, or "" before whoami.
-func (x *Session) User() string { return x.user }
+func (x *Session) User() string {
+	x.s.mu.Lock()
+	defer x.s.mu.Unlock()
+	return x.user
+}
 
 // Device returns the device id, or "" before whoami.
-func (x *Session) Device() string { return x.device }
+func (x *Session) Device() string {
+	x.s.mu.Lock()
+	defer x.s.mu.Unlock()
+	return x.device
+}
 
-// send queues a frame for writing. It never blocks: a writer goroutine is
-// started when the queue goes from empty to non-empty and exits once it is
-// drained, so an idle connection costs no goroutine for writing. A client that
-// lets MaxQueue frames pile up is disconnected as a slow consumer.
+// BatchWriter is implemented by transports that can write several frames
+// with one system call; the session's writer then hands them all queued
+// frames at once.
+type BatchWriter interface {
+	WriteTexts(frames [][]byte) error
+}
+
+// send queues a frame for writing. It never blocks, so it may be called
+// under s.mu (which is what orders a response before the events it causes):
+// a writer goroutine is started when the queue goes from empty to non-empty
+// and exits once it is drained, so an idle connection costs no goroutine for
+// writing. A client that lets more than MaxQueueBytes pile up is disconnected
+// as a slow consumer; its close is sent from another goroutine, never under
+// the caller's locks.
 func (x *Session) send(b []byte) {
 	x.qmu.Lock()
 	if x.closing {
 		x.qmu.Unlock()
 		return
 	}
-	if len(x.queue) >= x.s.cfg.MaxQueue {
+	if x.queued+len(b) > x.s.cfg.MaxQueueBytes && x.queued > 0 {
 		x.closing = true
 		x.queue = nil
+		x.queued = 0
 		x.qmu.Unlock()
 		x.s.m.slowConsumers.Inc()
 		x.s.log.Warn("slow consumer disconnected", "user", x.user, "device", x.device, "addr", x.addr)
-		x.conn.Close(protocol.ClosePolicy, "slow consumer")
+		go x.conn.Close(protocol.ClosePolicy, "slow consumer")
 		return
 	}
 	x.queue = append(x.queue, b)
+	x.queued += len(b)
 	if !x.writing {
 		x.writing = true
 		go x.writeLoop()
@@ -80,7 +133,9 @@ func (x *Session) send(b []byte) {
 	x.qmu.Unlock()
 }
 
+// writeLoop writes everything queued, batch by batch, then exits.
 func (x *Session) writeLoop() {
+	bw, _ := x.conn.(BatchWriter)
 	for {
 		x.qmu.Lock()
 		if len(x.queue) == 0 {
@@ -93,14 +148,25 @@ func (x *Session) writeLoop() {
 			}
 			return
 		}
-		b := x.queue[0]
-		x.queue[0] = nil
-		x.queue = x.queue[1:]
+		batch := x.queue
+		x.queue = nil
+		x.queued = 0
 		x.qmu.Unlock()
-		if err := x.conn.WriteText(b); err != nil {
+		var err error
+		if bw != nil && len(batch) > 1 {
+			err = bw.WriteTexts(batch)
+		} else {
+			for _, b := range batch {
+				if err = x.conn.WriteText(b); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
 			x.qmu.Lock()
 			x.closing = true
 			x.queue = nil
+			x.queued = 0
 			x.writing = false
 			x.qmu.Unlock()
 			x.conn.Close(protocol.CloseInternal, "write failed")
@@ -143,11 +209,10 @@ func (x *Session) fail(req *protocol.Request, e *protocol.Error) {
 func (x *Session) ok(req *protocol.Request) { x.reply(req, protocol.Response{OK: true}) }
 
 // allow takes a token from the connection's bucket.
-func (x *Session) allow() bool {
+func (x *Session) allow(now time.Time) bool {
 	if x.s.cfg.RateLimit < 0 {
 		return true
 	}
-	now := x.s.cfg.Clock.Now()
 	x.tokens += now.Sub(x.last).Seconds() * x.s.cfg.RateLimit
 	x.last = now
 	if max := float64(x.s.cfg.RateBurst); x.tokens > max {
@@ -160,48 +225,148 @@ func (x *Session) allow() bool {
 	return true
 }
 
-// Handle processes one text frame completely: its response (and any events
-// it causes) are queued before Handle returns.
+// slowTypes are the messages whose handlers may wait on the store or the
+// password hasher: they always run on the session's worker.
+var slowTypes = map[string]bool{
+	protocol.TypeRegUser:  true,
+	protocol.TypeWhoami:   true,
+	protocol.TypeAddPeers: true,
+	protocol.TypeDelPeers: true,
+	protocol.TypePeers:    true,
+}
+
+// Handle takes one text frame. It decides at once what needs no handler (bad
+// JSON, the rate limit), then either handles the message on the caller's
+// goroutine (memory-only handlers, nothing queued before it) or queues it for
+// the worker. It never blocks on the store, the hasher or a socket.
 func (x *Session) Handle(frame []byte) {
-	start := x.s.cfg.Clock.Now()
+	now := x.s.cfg.Clock.Now()
+	in := inbound{bytes: len(frame), at: now}
 	req, perr := protocol.DecodeRequest(frame)
-	if perr != nil {
-		x.s.m.message("")
-		x.fail(nil, perr)
-		return
-	}
-	if !x.allow() {
+	switch {
+	case perr != nil:
+		in.fail = perr
+	case !x.allow(now):
 		x.refused++
-		x.s.m.message(req.Type)
-		x.fail(req, protocol.Errorf(protocol.ErrRateLimited, "more than %g messages per second", x.s.cfg.RateLimit))
+		in.req = req
+		in.fail = protocol.Errorf(protocol.ErrRateLimited, "more than %g messages per second", x.s.cfg.RateLimit)
 		if x.refused >= x.s.cfg.AbuseLimit {
-			x.s.log.Warn("closing rate-limit abuser", "addr", x.addr, "user", x.user)
+			x.s.log.Warn("closing rate-limit abuser", "addr", x.addr)
+			x.enqueue(in)
 			x.closeAfterFlush(protocol.ClosePolicy, "rate limit exceeded")
+			return
 		}
+	default:
+		x.refused = 0
+		in.req = req
+		if req.Type == protocol.TypeWhoami {
+			x.s.mu.Lock()
+			x.authing++
+			x.s.mu.Unlock()
+		}
+	}
+
+	x.imu.Lock()
+	inline := !x.working && len(x.inbox) == 0 && !x.inDone &&
+		(in.fail != nil || !slowTypes[req.Type])
+	x.imu.Unlock()
+	if inline && x.process(in, true) {
 		return
 	}
-	x.refused = 0
+	x.enqueue(in)
+}
+
+// enqueue queues in for the worker, starting it if needed. A client that
+// keeps more than MaxInbox messages (or MaxInboxBytes) waiting is closed:
+// the rate limit already bounds honest clients far below that.
+func (x *Session) enqueue(in inbound) {
+	x.imu.Lock()
+	if x.inDone {
+		x.imu.Unlock()
+		return
+	}
+	if len(x.inbox) >= x.s.cfg.MaxInbox || x.inBytes+in.bytes > x.s.cfg.MaxInboxBytes {
+		x.inDone = true
+		x.inbox = nil
+		x.inBytes = 0
+		x.imu.Unlock()
+		x.s.log.Warn("closing connection with too many messages waiting", "addr", x.addr)
+		x.closeAfterFlush(protocol.ClosePolicy, "too many messages waiting")
+		return
+	}
+	x.inbox = append(x.inbox, in)
+	x.inBytes += in.bytes
+	if !x.working {
+		x.working = true
+		go x.work()
+	}
+	x.imu.Unlock()
+}
+
+// work handles queued messages in order until none is left.
+func (x *Session) work() {
+	for {
+		x.imu.Lock()
+		if len(x.inbox) == 0 || x.inDone {
+			x.working = false
+			x.inbox = nil
+			x.inBytes = 0
+			x.imu.Unlock()
+			return
+		}
+		in := x.inbox[0]
+		x.inbox[0] = inbound{}
+		x.inbox = x.inbox[1:]
+		x.inBytes -= in.bytes
+		x.imu.Unlock()
+		x.process(in, false)
+	}
+}
+
+// process handles one message completely: its response (and any events it
+// causes) are queued when it returns true. inline means the caller is the
+// transport's goroutine; a handler that finds it would have to wait (a
+// call to a peer who is offline needs the store) returns false instead, and
+// the message is queued for the worker.
+func (x *Session) process(in inbound, inline bool) bool {
+	req := in.req
+	if inline && in.fail == nil && req.Type == protocol.TypeCall && !x.s.online(req.Peer) {
+		return false // the offline answer reads the store: not on the transport's goroutine
+	}
+	if in.fail != nil {
+		if req == nil {
+			x.s.m.message("")
+		} else {
+			x.s.m.message(req.Type)
+		}
+		x.fail(req, in.fail)
+		return true
+	}
+	if req.Type == protocol.TypeWhoami {
+		defer x.whoamiDone() // Handle counted it in x.authing
+	}
 	if perr := req.CheckEnvelope(); perr != nil {
 		x.s.m.message("")
 		x.fail(req, perr)
-		return
+		return true
 	}
 	x.s.m.message(req.Type)
-	if x.user == "" && req.Type != protocol.TypeWhoami && req.Type != protocol.TypeRegUser {
+	user := x.user // only this session's handlers write it
+	if user == "" && req.Type != protocol.TypeWhoami && req.Type != protocol.TypeRegUser {
 		x.fail(req, protocol.Errorf(protocol.ErrUnauthenticated, "send whoami first"))
-		return
+		return true
 	}
 	if perr := req.Validate(); perr != nil {
 		x.fail(req, perr)
-		return
+		return true
 	}
-	if x.user != "" && req.Type != protocol.TypeWhoami && req.Type != protocol.TypeRegUser && req.User != x.user {
+	if user != "" && req.Type != protocol.TypeWhoami && req.Type != protocol.TypeRegUser && req.User != user {
 		x.fail(req, protocol.Errorf(protocol.ErrForbidden, "user: this connection is identified as another user"))
-		return
+		return true
 	}
-	h := handlers[req.Type]
-	h(x, req)
-	x.s.m.observe(req.Type, x.s.cfg.Clock.Now().Sub(start))
+	handlers[req.Type](x, req)
+	x.s.m.observe(req.Type, x.s.cfg.Clock.Now().Sub(in.at))
+	return true
 }
 
 var handlers map[string]func(*Session, *protocol.Request)
@@ -223,9 +388,46 @@ func init() {
 	}
 }
 
+// identDeadline runs when the identification deadline passes: a connection
+// that has not identified by then is closed (1008), so that an
+// unauthenticated socket cannot be held open for ever by answering pings. A
+// whoami still in flight (waiting for a hashing slot) is let finish; if it
+// fails, the connection is closed after its answer.
+func (x *Session) identDeadline() {
+	s := x.s
+	s.mu.Lock()
+	x.identTimer = nil
+	if x.gone || x.user != "" {
+		s.mu.Unlock()
+		return
+	}
+	if x.authing > 0 {
+		x.identLapsed = true
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	x.closeAfterFlush(protocol.ClosePolicy, "not identified in time")
+}
+
+// whoamiDone settles the identification deadline after a whoami was
+// answered.
+func (x *Session) whoamiDone() {
+	s := x.s
+	s.mu.Lock()
+	x.authing--
+	lapsed := x.identLapsed && x.authing == 0 && x.user == "" && !x.gone
+	s.mu.Unlock()
+	if lapsed {
+		x.closeAfterFlush(protocol.ClosePolicy, "not identified in time")
+	}
+}
+
 // Close is called by the transport when the connection has ended (read
 // error, close frame, dead peer). It ends the device's calls, updates
-// presence and releases the session. It is idempotent.
+// presence and releases the session. It is idempotent, and safe while a
+// handler of this session is still running on the worker: that handler
+// finds the session gone and changes nothing for it.
 func (x *Session) Close() {
 	x.qmu.Lock()
 	if x.closed {
@@ -235,10 +437,21 @@ func (x *Session) Close() {
 	x.closed = true
 	x.closing = true
 	x.queue = nil
+	x.queued = 0
 	x.qmu.Unlock()
+	x.imu.Lock()
+	x.inDone = true
+	x.inbox = nil
+	x.inBytes = 0
+	x.imu.Unlock()
 
 	s := x.s
 	s.mu.Lock()
+	x.gone = true
+	if x.identTimer != nil {
+		x.identTimer.Stop()
+		x.identTimer = nil
+	}
 	delete(s.conns, x)
 	if s.perAddr[x.addr]--; s.perAddr[x.addr] <= 0 {
 		delete(s.perAddr, x.addr)

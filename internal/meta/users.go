@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/user-media-plug/umplug/internal/store"
@@ -131,11 +132,37 @@ func (x *Session) handleWhoami(req *protocol.Request) {
 		return
 	}
 
+	x.install(ctx, req)
+}
+
+// install makes x a device of req.User after its password was checked. The
+// peer list is read again here, under the user's lock: the read before the
+// hash may be older than a change made while this whoami waited for a
+// hashing slot (invariant 3 of Server).
+func (x *Session) install(ctx context.Context, req *protocol.Request) {
+	s := x.s
+	defer s.userLocks.Lock(req.User)()
+	if s.hooks.beforeInstall != nil {
+		s.hooks.beforeInstall(req.User)
+	}
+	u, err := s.cfg.Store.Get(ctx, req.User)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Deleted while its password was being checked.
+		x.fail(req, protocol.Errorf(protocol.ErrAuthFailed, "unknown user or wrong password"))
+		return
+	case err != nil:
+		x.unavailable(req, err)
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutdown {
 		x.fail(req, protocol.Errorf(protocol.ErrUnavailable, "the server is shutting down"))
 		return
+	}
+	if x.gone {
+		return // the connection ended while the password was checked
 	}
 	us := s.users[req.User]
 	if us != nil && len(us.devices) >= s.cfg.MaxDevices {
@@ -144,6 +171,10 @@ func (x *Session) handleWhoami(req *protocol.Request) {
 	}
 	x.user = req.User
 	x.device = s.newDeviceID()
+	if x.identTimer != nil {
+		x.identTimer.Stop()
+		x.identTimer = nil
+	}
 	first := us == nil
 	if first {
 		us = &userState{name: req.User, status: protocol.StatusOnline, peers: setOf(u.Peers)}
@@ -157,6 +188,16 @@ func (x *Session) handleWhoami(req *protocol.Request) {
 	if first {
 		s.fanoutStatusLocked(us, protocol.StatusOnline)
 	}
+}
+
+// meLocked returns the user state of x's user, or nil (after answering req)
+// if x is no longer a device: it closed while its message waited.
+func (x *Session) meLocked(req *protocol.Request) *userState {
+	if x.gone {
+		x.fail(req, protocol.Errorf(protocol.ErrUnavailable, "the connection is closing"))
+		return nil
+	}
+	return x.s.users[x.user]
 }
 
 func setOf(names []string) map[string]struct{} {
@@ -244,6 +285,9 @@ func (x *Session) handleAddPeers(req *protocol.Request) {
 	if !x.peersExist(ctx, req, add) {
 		return
 	}
+	// The user's lock orders this store write and its cache update against
+	// the user's other devices (invariant 3 of Server).
+	defer s.userLocks.Lock(x.user)()
 	var tooMany bool
 	u, err := s.cfg.Store.UpdatePeers(ctx, x.user, func(cur []string) ([]string, error) {
 		out := slices.Clone(cur)
@@ -279,6 +323,7 @@ func (x *Session) handleDelPeers(req *protocol.Request) {
 	ctx, cancel := x.ctx()
 	defer cancel()
 	del := setOf(req.Peers)
+	defer s.userLocks.Lock(x.user)() // see handleAddPeers
 	u, err := s.cfg.Store.UpdatePeers(ctx, x.user, func(cur []string) ([]string, error) {
 		out := make([]string, 0, len(cur))
 		for _, p := range cur {
@@ -328,53 +373,67 @@ func (x *Session) handlePeers(req *protocol.Request) {
 	s := x.s
 	ctx, cancel := x.ctx()
 	defer cancel()
-	s.mu.Lock()
-	us := s.users[x.user]
-	names := make([]string, 0, len(us.peers))
-	for p := range us.peers {
-		names = append(names, p)
-	}
-	s.mu.Unlock()
-	slices.Sort(names)
-
 	// Mutuality needs each peer's own list: from memory when they are
-	// online, from the store otherwise.
-	infos := make([]protocol.PeerInfo, len(names))
-	lists := make([]bool, len(names))
-	for i, p := range names {
-		infos[i].User = p
-		s.mu.Lock()
-		o := s.users[p]
-		if o != nil {
-			lists[i] = o.lists(x.user)
-		}
-		s.mu.Unlock()
-		if o != nil {
-			continue
-		}
-		pu, err := s.cfg.Store.Get(ctx, p)
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			x.unavailable(req, err)
+	// online, from the store otherwise. The store reads happen without the
+	// lock; the answer is then decided and queued under the lock, so it is
+	// never older than a status event queued before it (invariant 2 of
+	// Server). A peer that came online meanwhile is judged from memory; one
+	// that went offline meanwhile is read and the decision taken again.
+	stored := map[string]bool{}
+	s.mu.Lock()
+	for {
+		us := x.meLocked(req)
+		if us == nil {
+			s.mu.Unlock()
 			return
 		}
-		lists[i] = slices.Contains(pu.Peers, x.user)
-	}
-	s.mu.Lock()
-	for i, p := range names {
-		if !lists[i] {
-			continue
+		var unread []string
+		for p := range us.peers {
+			if _, ok := stored[p]; !ok && s.users[p] == nil {
+				unread = append(unread, p)
+			}
 		}
-		infos[i].Mutual = true
-		if o := s.users[p]; o != nil && o.lists(x.user) {
-			infos[i].Online = true
-			st := o.status
-			infos[i].Status = &st
+		if len(unread) == 0 {
+			x.replyPeersLocked(req, us, stored)
+			s.mu.Unlock()
+			return
 		}
+		s.mu.Unlock()
+		for _, p := range unread {
+			pu, err := s.cfg.Store.Get(ctx, p)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				stored[p] = false
+			case err != nil:
+				x.unavailable(req, err)
+				return
+			default:
+				stored[p] = slices.Contains(pu.Peers, x.user)
+			}
+		}
+		s.mu.Lock()
 	}
-	s.mu.Unlock()
+}
+
+// replyPeersLocked answers peers from the dynamic state, with stored telling
+// the mutuality of the offline peers.
+func (x *Session) replyPeersLocked(req *protocol.Request, us *userState, stored map[string]bool) {
+	s := x.s
+	infos := make([]protocol.PeerInfo, 0, len(us.peers))
+	for p := range us.peers {
+		info := protocol.PeerInfo{User: p}
+		if o := s.users[p]; o != nil {
+			if o.lists(x.user) {
+				info.Mutual, info.Online = true, true
+				st := o.status
+				info.Status = &st
+			}
+		} else {
+			info.Mutual = stored[p]
+		}
+		infos = append(infos, info)
+	}
+	slices.SortFunc(infos, func(a, b protocol.PeerInfo) int { return strings.Compare(a.User, b.User) })
 	x.reply(req, protocol.Response{OK: true, Peers: mustJSON(infos)})
 }
 
@@ -382,8 +441,12 @@ func (x *Session) handlePeersOnline(req *protocol.Request) {
 	s := x.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	us := x.meLocked(req)
+	if us == nil {
+		return
+	}
 	names := []string{}
-	for _, o := range s.mutualOnlineLocked(s.users[x.user]) {
+	for _, o := range s.mutualOnlineLocked(us) {
 		names = append(names, o.name)
 	}
 	slices.Sort(names)
@@ -394,7 +457,10 @@ func (x *Session) handleStatus(req *protocol.Request) {
 	s := x.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	us := s.users[x.user]
+	us := x.meLocked(req)
+	if us == nil {
+		return
+	}
 	us.status = req.Status
 	x.ok(req)
 	s.fanoutStatusLocked(us, req.Status)

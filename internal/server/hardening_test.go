@@ -26,7 +26,7 @@ var soakRounds = flag.Int("soak", 300, "rounds of the soak test (connect, call, 
 // then disconnected; the other users are served all along.
 func TestSlowConsumer(t *testing.T) {
 	s := servertest.Start(t, &servertest.Options{Configure: func(c *server.Config) {
-		c.Meta.MaxQueue = 16
+		c.Meta.MaxQueueBytes = 64 << 10
 		c.Meta.RateLimit = 1e6
 		c.Meta.RateBurst = 1e6
 	}})
