@@ -174,13 +174,17 @@ func (h *Hasher) VerifyFor(ctx context.Context, key, phc, password string) (bool
 // hash that matches nothing. Call it when the user does not exist, so that
 // "unknown user" and "wrong password" take the same time and memory.
 func (h *Hasher) VerifyUnknown(ctx context.Context, password string) {
-	h.VerifyUnknownFor(ctx, "", password)
+	_ = h.VerifyUnknownFor(ctx, "", password)
 }
 
 // VerifyUnknownFor is VerifyUnknown queued under key, like VerifyFor: the
 // same queue, so an unknown user also waits exactly as a known one would.
-func (h *Hasher) VerifyUnknownFor(ctx context.Context, key, password string) {
-	_, _ = h.VerifyFor(ctx, key, h.dummy, password)
+// Its error is the context's, when it ended before a slot was free: the
+// caller must then answer as it would for a known user whose Verify failed
+// that way.
+func (h *Hasher) VerifyUnknownFor(ctx context.Context, key, password string) error {
+	_, err := h.VerifyFor(ctx, key, h.dummy, password)
+	return err
 }
 
 // acquire takes a slot, waiting in key's queue when none is free.
