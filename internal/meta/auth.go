@@ -69,7 +69,7 @@ const userWaitMax = 2 * protocol.DefaultDevices
 //     (password spraying).
 //   - Per user, across addresses: a bucket of 100 failures refilled at 100/h
 //     (a distributed attack). One attacking address cannot empty it (its
-//     pair backoff holds it to about 17 guesses in the first hour and 4/h
+//     pair backoff holds it to 16 guesses in the first hour and 4/h
 //     after), so the real user at another address is unaffected; when many
 //     addresses empty it, only addresses the user logged in from in the last
 //     30 days still get through.
@@ -103,8 +103,9 @@ type loginGuard struct {
 // pairState counts failed (and reserved) attempts of one user from one
 // address.
 type pairState struct {
-	fails int
-	last  time.Time
+	fails    int // failures, counting the attempts in flight
+	inflight int // admitted attempts not yet finished
+	last     time.Time
 }
 
 // userSlots are one user's password-check slots and the attempts waiting
@@ -160,7 +161,7 @@ func (g *loginGuard) admit(user, addr string) (*attempt, *protocol.Error) {
 	now := g.clk.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.maybeSweepLocked(now)
+	g.sweepIfDueLocked(now, sweepEvery)
 
 	if g.addrParallel > 0 && g.busyAddr[addr] >= g.addrParallel {
 		return nil, rateLimited("too many logins in progress from this address; try again")
@@ -194,7 +195,7 @@ func (g *loginGuard) admit(user, addr string) (*attempt, *protocol.Error) {
 	if g.pairFree > 0 {
 		if ps == nil {
 			if len(g.pairs) >= maxTableEntries {
-				g.sweepLocked(now)
+				g.sweepIfDueLocked(now, time.Minute)
 				if len(g.pairs) >= maxTableEntries {
 					evictOne(g.pairs, func(p *pairState) time.Time { return p.last })
 				}
@@ -203,6 +204,7 @@ func (g *loginGuard) admit(user, addr string) (*attempt, *protocol.Error) {
 			g.pairs[pair] = ps
 		}
 		ps.fails++
+		ps.inflight++
 		ps.last = now
 	}
 
@@ -266,6 +268,7 @@ func (a *attempt) wait(ctx context.Context) error {
 func (a *attempt) failed() {
 	a.finish(func(g *loginGuard, now time.Time) {
 		if ps := g.pairs[a.pair]; ps != nil {
+			ps.inflight--
 			ps.last = now
 		}
 	})
@@ -275,9 +278,16 @@ func (a *attempt) failed() {
 // becomes trusted, and the attempt's tokens are refunded.
 func (a *attempt) succeeded() {
 	a.finish(func(g *loginGuard, now time.Time) {
-		delete(g.pairs, a.pair)
+		// Forget the pair's failures, but not the other attempts still in
+		// flight: they were admitted as failures and stay so until they end.
+		if ps := g.pairs[a.pair]; ps != nil {
+			ps.inflight--
+			if ps.fails = ps.inflight; ps.fails <= 0 {
+				delete(g.pairs, a.pair)
+			}
+		}
 		if _, ok := g.trusted[a.pair]; !ok && len(g.trusted) >= maxTableEntries {
-			g.sweepLocked(now)
+			g.sweepIfDueLocked(now, time.Minute)
 			if len(g.trusted) >= maxTableEntries {
 				evictOne(g.trusted, func(t time.Time) time.Time { return t })
 			}
@@ -292,6 +302,7 @@ func (a *attempt) succeeded() {
 func (a *attempt) abort() {
 	a.finish(func(g *loginGuard, now time.Time) {
 		if ps := g.pairs[a.pair]; ps != nil {
+			ps.inflight--
 			if ps.fails--; ps.fails <= 0 {
 				delete(g.pairs, a.pair)
 			}
@@ -347,8 +358,10 @@ const sweepEvery = 10 * time.Minute
 // pairTTL is how long a pair's failures are remembered after the last one.
 const pairTTL = 24 * time.Hour
 
-func (g *loginGuard) maybeSweepLocked(now time.Time) {
-	if now.Sub(g.lastSweep) >= sweepEvery {
+// sweepIfDueLocked sweeps unless the last sweep was less than every ago: a
+// full table of live entries must not cost a pass per insert.
+func (g *loginGuard) sweepIfDueLocked(now time.Time, every time.Duration) {
+	if now.Sub(g.lastSweep) >= every {
 		g.sweepLocked(now)
 	}
 }
@@ -356,7 +369,7 @@ func (g *loginGuard) maybeSweepLocked(now time.Time) {
 func (g *loginGuard) sweepLocked(now time.Time) {
 	g.lastSweep = now
 	for k, ps := range g.pairs {
-		if now.Sub(ps.last) >= pairTTL {
+		if now.Sub(ps.last) >= pairTTL && ps.inflight <= 0 {
 			delete(g.pairs, k)
 		}
 	}

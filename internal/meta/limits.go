@@ -96,6 +96,7 @@ type buckets struct {
 	size  float64       // ≤ 0: unlimited
 	every time.Duration // refill period of one token
 	m     map[string]*bucket
+	swept time.Time // last sweep
 }
 
 func newBuckets(size int, every time.Duration) *buckets {
@@ -127,7 +128,9 @@ func (b *buckets) add(key string, delta float64, now time.Time) {
 	e := b.m[key]
 	if e == nil {
 		if len(b.m) >= maxTableEntries {
-			b.sweep(now)
+			if now.Sub(b.swept) >= time.Minute { // not a pass per insert
+				b.sweep(now)
+			}
 			if len(b.m) >= maxTableEntries {
 				evictOne(b.m, func(e *bucket) time.Time { return e.at })
 			}
@@ -140,6 +143,7 @@ func (b *buckets) add(key string, delta float64, now time.Time) {
 
 // sweep forgets buckets that have refilled completely.
 func (b *buckets) sweep(now time.Time) {
+	b.swept = now
 	for k := range b.m {
 		if b.level(k, now) >= b.size {
 			delete(b.m, k)
