@@ -227,11 +227,11 @@ func (g *loginGuard) admit(user, addr string) (*attempt, *protocol.Error) {
 // backoffFor is the wait after the last failure once a pair has fails
 // failures: backoff for the first one over the free ones, doubling after.
 func (g *loginGuard) backoffFor(fails int) time.Duration {
-	n := fails - g.pairFree
-	if n >= 30 {
-		return g.backoffMax
+	d := g.backoff
+	for n := fails - g.pairFree; n > 0 && d < g.backoffMax; n-- {
+		d *= 2 // stops at the cap: a shift by n would overflow
 	}
-	return min(g.backoffMax, g.backoff<<n)
+	return min(d, g.backoffMax)
 }
 
 // wait blocks until the attempt holds one of its user's password-check

@@ -114,6 +114,11 @@ func TestAttackerGuessRate(t *testing.T) {
 	if n := count(time.Hour); n != 4 {
 		t.Fatalf("second hour: %d guesses, want 4", n)
 	}
+	// However long it goes on: 4 an hour (the doubling must not overflow
+	// after a few dozen failures).
+	if n := count(24 * time.Hour); n != 96 {
+		t.Fatalf("the next day: %d guesses, want 96", n)
+	}
 	mustAdmit(t, g, "alice", "10.0.0.2", true)
 }
 
