@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -303,10 +304,14 @@ func CheckName(s string) error {
 	return nil
 }
 
-// CheckPassword reports why p is not an acceptable password, or nil.
+// CheckPassword reports why p is not an acceptable new password, or nil: 8
+// to 1024 bytes, not only white space (eight spaces are no secret).
 func CheckPassword(p string) error {
 	if len(p) < MinPasswordLen || len(p) > MaxPasswordLen {
 		return fmt.Errorf("must be %d to %d bytes", MinPasswordLen, MaxPasswordLen)
+	}
+	if strings.TrimSpace(p) == "" {
+		return fmt.Errorf("must not be only white space")
 	}
 	return nil
 }

@@ -153,10 +153,19 @@ func (u *userCmd) add(name, peersFlag string) error {
 		return fmt.Errorf("-peers: more than %d entries", protocol.MaxPeers)
 	}
 	// Fail before asking for a password when the command cannot succeed.
-	if _, err := u.s.Get(u.ctx, name); err == nil {
-		return fmt.Errorf("%q: %w", name, store.ErrExists)
-	} else if !errors.Is(err, store.ErrNotFound) {
+	// Names are unique regardless of case, as reg-user enforces: a scan
+	// costs nothing for a one-off admin command.
+	var taken string
+	if err := u.s.List(u.ctx, func(o store.User) bool {
+		if strings.EqualFold(o.Name, name) {
+			taken = o.Name
+		}
+		return taken == ""
+	}); err != nil {
 		return err
+	}
+	if taken != "" {
+		return fmt.Errorf("%q (as %q; names are unique regardless of case): %w", name, taken, store.ErrExists)
 	}
 	if err := u.mustExist(peers); err != nil {
 		return err

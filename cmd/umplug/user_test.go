@@ -114,6 +114,8 @@ func TestUserErrors(t *testing.T) {
 		{"add without name", "sesameopen\n", []string{"add"}, "want 1 argument"},
 		{"bad name", "sesameopen\n", []string{"add", "a b"}, "may only contain"},
 		{"exists", "sesameopen\n", []string{"add", "alice"}, "exists"},
+		{"exists in another case", "sesameopen\n", []string{"add", "ALice"}, "unique regardless of case"},
+		{"white space password", "         \n", []string{"add", "bob"}, "white space"},
 		{"missing peers", "sesameopen\n", []string{"add", "bob", "-peers", "alice,zed,yan"}, "zed, yan"},
 		{"self peer", "sesameopen\n", []string{"add", "bob", "-peers", "bob"}, "itself"},
 		{"short password", "short\n", []string{"add", "bob"}, "password: must be"},

@@ -77,15 +77,56 @@ type Config struct {
 	// an unauthenticated socket cannot be held open by answering pings.
 	// Default 10 s.
 	IdentifyTimeout time.Duration
-	// AuthFailuresPerUser and AuthFailuresPerAddr bound failed whoami
-	// attempts per AuthWindow (defaults 10 and 50 per minute) before further
-	// attempts answer rate-limited without checking the password.
-	AuthFailuresPerUser int
+
+	// Login limits (docs/protocol.md, "Login limits"). Every whoami is
+	// counted before its password is hashed and refunded if it succeeds, so
+	// parallel guesses get no more tries than sequential ones. A refused
+	// attempt answers rate-limited without checking the password. Unknown
+	// users are counted exactly like known ones. An address is an IPv4
+	// address or an IPv6 /64. A negative count disables that limit (load
+	// tests on a trusted network only).
+	//
+	// AuthFailuresPerPair failures for one user from one address are free;
+	// after them each attempt from that address for that user must wait
+	// AuthBackoff after the last failure, doubling with every further
+	// failure up to AuthBackoffMax (defaults 10, 1m, 15m). A success clears
+	// the count. This slows the attacker's address, not the victim's.
+	AuthFailuresPerPair int
+	AuthBackoff         time.Duration
+	AuthBackoffMax      time.Duration
+	// AuthFailuresPerAddr bounds failures from one address across all users
+	// (password spraying): a bucket of that many (default 50) that refills
+	// one per AuthAddrRefill (default 12s, 300 an hour).
 	AuthFailuresPerAddr int
+	AuthAddrRefill      time.Duration
+	// AuthFailuresPerUser bounds failures for one user across all addresses
+	// (a distributed guess): a bucket of that many (default 100) that refills
+	// one per AuthUserRefill (default 36s, 100 an hour). One address cannot
+	// empty it. Addresses the user logged in from within AuthTrustFor
+	// (default 30 days, remembered in memory) skip this bucket and the
+	// address bucket, so a user keeps logging in from home while others
+	// hammer the account.
+	AuthFailuresPerUser int
+	AuthUserRefill      time.Duration
+	AuthTrustFor        time.Duration
+	// AuthConcurrentPerUser bounds password checks for one user at once
+	// (default 2); up to 16 more whoami wait their turn, further ones are
+	// refused. AuthConcurrentPerAddr bounds whoami in progress from one
+	// address (default 64). Hashing slots are shared fairly between
+	// addresses in any case (password.Hasher).
+	AuthConcurrentPerUser int
+	AuthConcurrentPerAddr int
+	// LookupUnknownPerUser and LookupUnknownPerAddr bound how many unknown
+	// names not-found may reveal (user enumeration through add-peers and
+	// reg-user's initial peers) per identified user and per address: buckets
+	// refilled in full every hour, defaults 50 and 100. Over them, requests
+	// that name peers answer rate-limited and reveal nothing.
+	LookupUnknownPerUser int
+	LookupUnknownPerAddr int
 	// RegistrationsPerAddr bounds reg-user attempts per remote address per
 	// AuthWindow; default 20.
 	RegistrationsPerAddr int
-	// AuthWindow is the window of the auth and registration limits; default 1m.
+	// AuthWindow is the window of the registration limit; default 1m.
 	AuthWindow time.Duration
 	// MaxConns and MaxConnsPerAddr bound open connections in total and per
 	// remote address; defaults 50,000 and 20,000 (0 means default; negative
@@ -134,12 +175,7 @@ func (c *Config) setDefaults() {
 	if c.IdentifyTimeout <= 0 {
 		c.IdentifyTimeout = 10 * time.Second
 	}
-	if c.AuthFailuresPerUser <= 0 {
-		c.AuthFailuresPerUser = 10
-	}
-	if c.AuthFailuresPerAddr <= 0 {
-		c.AuthFailuresPerAddr = 50
-	}
+	c.setAuthDefaults()
 	if c.RegistrationsPerAddr <= 0 {
 		c.RegistrationsPerAddr = 20
 	}
@@ -185,7 +221,7 @@ type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	m         *metrics
-	authLim   *windowLimiter // failed logins per user and per address
+	auth      *authState     // login limits, lookup budgets, case-folded names
 	regLim    *windowLimiter // registrations per address
 	userLocks *keylock.Stripes
 	hooks     testHooks
@@ -227,7 +263,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
-		authLim:   newWindowLimiter(cfg.Clock, cfg.AuthWindow),
+		auth:      newAuthState(&cfg),
 		regLim:    newWindowLimiter(cfg.Clock, cfg.AuthWindow),
 		userLocks: keylock.New(),
 		users:     make(map[string]*userState),

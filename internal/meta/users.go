@@ -29,24 +29,34 @@ func (x *Session) handleRegUser(req *protocol.Request) {
 		x.fail(req, protocol.Errorf(protocol.ErrForbidden, "registration is closed on this server"))
 		return
 	}
-	if !s.regLim.allow("a/"+x.addr, s.cfg.RegistrationsPerAddr) {
+	addr := addrKey(x.addr)
+	if !s.regLim.allow("a/"+addr, s.cfg.RegistrationsPerAddr) {
 		x.fail(req, protocol.Errorf(protocol.ErrRateLimited, "too many registrations from this address; try later"))
 		return
 	}
-	s.regLim.record("a/" + x.addr)
+	s.regLim.record("a/" + addr)
 	ctx, cancel := x.ctx()
 	defer cancel()
 	peers := dedupe(req.Peers)
 	if !x.peersExist(ctx, req, peers) {
 		return
 	}
-	if _, err := s.cfg.Store.Get(ctx, req.User); err == nil {
-		x.fail(req, protocol.Errorf(protocol.ErrExists, "user %s is taken", req.User))
+	// Names are unique regardless of case: "Alice" is refused while
+	// "alice" exists (see nameIndex).
+	release, err := s.auth.names.claim(ctx, s.cfg.Store, req.User)
+	switch {
+	case errors.Is(err, errNameTaken):
+		x.fail(req, protocol.Errorf(protocol.ErrExists, "user %s is taken (names are unique regardless of case)", req.User))
+		return
+	case err != nil:
+		x.unavailable(req, err)
 		return
 	}
-	hash, err := s.cfg.Hasher.Hash(ctx, req.Password)
+	created := false
+	defer func() { release(created) }()
+	hash, err := s.cfg.Hasher.HashFor(ctx, addr, req.Password)
 	if err != nil {
-		x.unavailable(req, fmt.Errorf("hash password: %w", err))
+		x.busyOrUnavailable(req, fmt.Errorf("hash password: %w", err))
 		return
 	}
 	err = s.cfg.Store.Create(ctx, store.User{Name: req.User, Password: hash, Peers: peers})
@@ -56,6 +66,7 @@ func (x *Session) handleRegUser(req *protocol.Request) {
 	case err != nil:
 		x.unavailable(req, err)
 	default:
+		created = true
 		s.m.registrations.Inc()
 		s.log.Info("user registered", "user", req.User, "addr", x.addr)
 		x.ok(req)
@@ -63,8 +74,23 @@ func (x *Session) handleRegUser(req *protocol.Request) {
 }
 
 // peersExist reports whether every name is a registered user; if not, it
-// has answered req with not-found listing the missing ones (or unavailable).
+// has answered req with not-found listing the missing ones (or
+// rate-limited, or unavailable). How many unknown names it may reveal is
+// bounded per identified user and per address (lookupGuard): reg-user, sent
+// before login, draws on the address's budget only.
 func (x *Session) peersExist(ctx context.Context, req *protocol.Request, names []string) bool {
+	if len(names) == 0 {
+		return true
+	}
+	lk := x.s.auth.lookups
+	who, addr := x.user, addrKey(x.addr)
+	if req.Type == protocol.TypeRegUser {
+		who = ""
+	}
+	if !lk.open(who, addr) {
+		x.fail(req, errLookupLimited())
+		return false
+	}
 	var missing []string
 	for _, n := range names {
 		_, err := x.s.cfg.Store.Get(ctx, n)
@@ -75,13 +101,30 @@ func (x *Session) peersExist(ctx context.Context, req *protocol.Request, names [
 			return false
 		}
 	}
-	if len(missing) > 0 {
-		e := protocol.Errorf(protocol.ErrNotFound, "not registered: %v", missing)
-		e.Missing = missing
-		x.fail(req, e)
+	if len(missing) == 0 {
+		return true
+	}
+	if !lk.reveal(who, addr, len(missing)) {
+		x.fail(req, errLookupLimited())
 		return false
 	}
-	return true
+	// The names go in missing only: a reason that repeated them doubled
+	// the answer to a long list (up to 1000 names).
+	e := protocol.Errorf(protocol.ErrNotFound, "%d %s not registered", len(missing), plural(len(missing), "name is", "names are"))
+	e.Missing = missing
+	x.fail(req, e)
+	return false
+}
+
+func errLookupLimited() *protocol.Error {
+	return protocol.Errorf(protocol.ErrRateLimited, "too many unknown names looked up; try again later")
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func dedupe(names []string) []string {
@@ -102,35 +145,45 @@ func (x *Session) handleWhoami(req *protocol.Request) {
 		x.fail(req, protocol.Errorf(protocol.ErrBadRequest, "this connection is already identified"))
 		return
 	}
-	if !s.authLim.allow("u/"+req.User, s.cfg.AuthFailuresPerUser) || !s.authLim.allow("a/"+x.addr, s.cfg.AuthFailuresPerAddr) {
-		x.fail(req, protocol.Errorf(protocol.ErrRateLimited, "too many failed logins; try later"))
+	// The attempt is counted before the password is hashed (see
+	// loginGuard), so parallel guesses are limited like sequential ones.
+	addr := addrKey(x.addr)
+	try, perr := s.auth.logins.admit(req.User, addr)
+	if perr != nil {
+		x.fail(req, perr)
 		return
 	}
 	ctx, cancel := x.ctx()
 	defer cancel()
+	if err := try.wait(ctx); err != nil {
+		x.busyOrUnavailable(req, err)
+		return
+	}
 	u, err := s.cfg.Store.Get(ctx, req.User)
 	var good bool
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		// Same work as a wrong password, so timing does not tell them apart.
-		s.cfg.Hasher.VerifyUnknown(ctx, req.Password)
-	case err != nil:
-		x.unavailable(req, err)
-		return
-	default:
-		good, err = s.cfg.Hasher.Verify(ctx, u.Password, req.Password)
+		// Same work, same queue as a wrong password, so timing does not
+		// tell them apart.
+		err = s.cfg.Hasher.VerifyUnknownFor(ctx, addr, req.Password)
+	case err == nil:
+		good, err = s.cfg.Hasher.VerifyFor(ctx, addr, u.Password, req.Password)
 		if err != nil {
-			x.unavailable(req, fmt.Errorf("verify password: %w", err))
-			return
+			err = fmt.Errorf("verify password: %w", err)
 		}
 	}
+	if err != nil {
+		try.abort()
+		x.busyOrUnavailable(req, err)
+		return
+	}
 	if !good {
-		s.authLim.record("u/" + req.User)
-		s.authLim.record("a/" + x.addr)
+		try.failed()
 		s.m.logins.WithLabelValues("failed").Inc()
 		x.fail(req, protocol.Errorf(protocol.ErrAuthFailed, "unknown user or wrong password"))
 		return
 	}
+	try.succeeded()
 
 	x.install(ctx, req)
 }

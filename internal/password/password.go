@@ -4,7 +4,10 @@
 // argon2id is memory-hard on purpose: each hash holds Params.Memory KiB for
 // its duration. A Hasher therefore bounds how many hashes run at once, so that
 // a burst of logins cannot exhaust the server's memory; callers wait for a
-// slot with their context.
+// slot with their context. Waiting is fair between keys (the server passes
+// the client's address): free slots go round-robin to the keys that have
+// jobs waiting, so one address that queues hundreds of logins delays another
+// address's login by at most one hash per waiting key, not by its whole queue.
 package password
 
 import (
@@ -16,6 +19,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -63,9 +68,25 @@ type Config struct {
 
 // Hasher hashes and verifies passwords. It is safe for concurrent use.
 type Hasher struct {
-	params Params
-	sem    chan struct{} // one token per running hash
-	dummy  string        // a PHC string with params that matches no password
+	params     Params
+	slots      int    // hashes that may run at once
+	dummy      string // a PHC string with params that matches no password
+	runs       atomic.Uint64
+	queued     chan<- struct{} // tests only: told when a job starts waiting
+	queuedRecv <-chan struct{} // tests only: the other end of queued
+
+	mu      sync.Mutex // guards the following
+	running int        // slots taken
+	queues  map[string][]*waiter
+	ring    []string // keys with waiters, in round-robin order
+	next    int      // index in ring of the key served next
+}
+
+// waiter is one job waiting for a slot. granted is set (under Hasher.mu)
+// when a slot is handed to it, and ready is closed then.
+type waiter struct {
+	ready   chan struct{}
+	granted bool
 }
 
 // New returns a Hasher for cfg.
@@ -93,7 +114,7 @@ func New(cfg Config) *Hasher {
 	if n <= 0 {
 		n = max(1, runtime.NumCPU()/2)
 	}
-	h := &Hasher{params: p, sem: make(chan struct{}, n)}
+	h := &Hasher{params: p, slots: n, queues: make(map[string][]*waiter)}
 	// The dummy needs no real derivation: verifying any password against
 	// random salt and key with h's params costs exactly one derivation.
 	h.dummy = encode(p, randomBytes(p.SaltLen), randomBytes(p.KeyLen))
@@ -103,55 +124,170 @@ func New(cfg Config) *Hasher {
 // Params returns the parameters used for new hashes.
 func (h *Hasher) Params() Params { return h.params }
 
-// Hash returns the PHC string of password with a fresh random salt.
+// Runs returns how many argon2 derivations h has started: for metrics, and
+// for tests that must prove a password was (or was not) checked.
+func (h *Hasher) Runs() uint64 { return h.runs.Load() }
+
+// Hash returns the PHC string of password with a fresh random salt. It waits
+// for a slot under the empty key; see HashFor.
 func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
-	if err := h.acquire(ctx); err != nil {
+	return h.HashFor(ctx, "", password)
+}
+
+// HashFor is Hash with the wait for a slot queued under key (the client's
+// address), so that keys share the slots fairly.
+func (h *Hasher) HashFor(ctx context.Context, key, password string) (string, error) {
+	if err := h.acquire(ctx, key); err != nil {
 		return "", err
 	}
 	defer h.release()
+	h.runs.Add(1)
 	salt := randomBytes(h.params.SaltLen)
-	key := argon2.IDKey([]byte(password), salt, h.params.Time, h.params.Memory, h.params.Threads, h.params.KeyLen)
-	return encode(h.params, salt, key), nil
+	dk := argon2.IDKey([]byte(password), salt, h.params.Time, h.params.Memory, h.params.Threads, h.params.KeyLen)
+	return encode(h.params, salt, dk), nil
 }
 
 // Verify reports whether password matches the PHC string phc. A malformed phc
 // is an error wrapping ErrMalformed; a context that ends while waiting for a
-// slot is an error wrapping the context's error.
+// slot is an error wrapping the context's error. It waits under the empty
+// key; see VerifyFor.
 func (h *Hasher) Verify(ctx context.Context, phc, password string) (bool, error) {
-	p, salt, key, err := decode(phc)
+	return h.VerifyFor(ctx, "", phc, password)
+}
+
+// VerifyFor is Verify with the wait for a slot queued under key.
+func (h *Hasher) VerifyFor(ctx context.Context, key, phc, password string) (bool, error) {
+	p, salt, want, err := decode(phc)
 	if err != nil {
 		return false, err
 	}
-	if err := h.acquire(ctx); err != nil {
+	if err := h.acquire(ctx, key); err != nil {
 		return false, err
 	}
 	defer h.release()
-	got := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key)))
-	return subtle.ConstantTimeCompare(got, key) == 1, nil
+	h.runs.Add(1)
+	got := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
+	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }
 
 // VerifyUnknown does the work of one Verify with h's parameters against a
 // hash that matches nothing. Call it when the user does not exist, so that
 // "unknown user" and "wrong password" take the same time and memory.
 func (h *Hasher) VerifyUnknown(ctx context.Context, password string) {
-	_, _ = h.Verify(ctx, h.dummy, password)
+	_ = h.VerifyUnknownFor(ctx, "", password)
 }
 
-func (h *Hasher) acquire(ctx context.Context) error {
-	// Check first: select picks at random when both cases are ready, and a
-	// finished context must not start an expensive hash.
+// VerifyUnknownFor is VerifyUnknown queued under key, like VerifyFor: the
+// same queue, so an unknown user also waits exactly as a known one would.
+// Its error is the context's, when it ended before a slot was free: the
+// caller must then answer as it would for a known user whose Verify failed
+// that way.
+func (h *Hasher) VerifyUnknownFor(ctx context.Context, key, password string) error {
+	_, err := h.VerifyFor(ctx, key, h.dummy, password)
+	return err
+}
+
+// acquire takes a slot, waiting in key's queue when none is free.
+func (h *Hasher) acquire(ctx context.Context, key string) error {
+	// Check first: a finished context must not start an expensive hash.
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("password: wait for a hashing slot: %w", err)
 	}
+	h.mu.Lock()
+	if h.running < h.slots && len(h.ring) == 0 {
+		h.running++
+		h.mu.Unlock()
+		return nil
+	}
+	w := &waiter{ready: make(chan struct{})}
+	q, ok := h.queues[key]
+	if !ok {
+		// A new key joins the round as its last member: it is served
+		// after every key already waiting, once each.
+		h.ring = append(h.ring, "")
+		copy(h.ring[h.next+1:], h.ring[h.next:])
+		h.ring[h.next] = key
+		h.next = (h.next + 1) % len(h.ring)
+	}
+	h.queues[key] = append(q, w)
+	h.mu.Unlock()
+	if h.queued != nil {
+		h.queued <- struct{}{}
+	}
+
 	select {
-	case h.sem <- struct{}{}:
+	case <-w.ready:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("password: wait for a hashing slot: %w", ctx.Err())
+	}
+	h.mu.Lock()
+	if w.granted {
+		// The slot arrived as the context ended: pass it on.
+		h.mu.Unlock()
+		h.release()
+	} else {
+		h.dropLocked(key, w)
+		h.mu.Unlock()
+	}
+	return fmt.Errorf("password: wait for a hashing slot: %w", ctx.Err())
+}
+
+// release frees a slot, or hands it to the next key in the round.
+func (h *Hasher) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.ring) == 0 {
+		h.running--
+		return
+	}
+	key := h.ring[h.next]
+	q := h.queues[key]
+	w := q[0]
+	q[0] = nil
+	if len(q) == 1 {
+		delete(h.queues, key)
+		h.removeKeyLocked(h.next)
+	} else {
+		h.queues[key] = q[1:]
+		h.next = (h.next + 1) % len(h.ring)
+	}
+	w.granted = true
+	close(w.ready)
+}
+
+// dropLocked removes a waiter that gave up.
+func (h *Hasher) dropLocked(key string, w *waiter) {
+	q := h.queues[key]
+	for i, o := range q {
+		if o == w {
+			q = append(q[:i], q[i+1:]...)
+			break
+		}
+	}
+	if len(q) > 0 {
+		h.queues[key] = q
+		return
+	}
+	delete(h.queues, key)
+	for i, k := range h.ring {
+		if k == key {
+			h.removeKeyLocked(i)
+			return
+		}
 	}
 }
 
-func (h *Hasher) release() { <-h.sem }
+// removeKeyLocked takes ring[i] out of the round, keeping h.next on the key
+// that was due next.
+func (h *Hasher) removeKeyLocked(i int) {
+	h.ring = append(h.ring[:i], h.ring[i+1:]...)
+	if i < h.next {
+		h.next--
+	}
+	if h.next >= len(h.ring) {
+		h.next = 0
+	}
+}
 
 var b64 = base64.RawStdEncoding
 

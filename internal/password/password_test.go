@@ -127,8 +127,10 @@ func TestVerifyUnknown(t *testing.T) {
 }
 
 func TestSemaphoreBound(t *testing.T) {
-	h := New(Config{Params: cheap, MaxConcurrent: 1})
-	h.sem <- struct{}{} // hold the only slot
+	h := newTestHasher(1)
+	if err := h.acquire(testCtx(t), "holder"); err != nil { // hold the only slot
+		t.Fatal(err)
+	}
 
 	t.Run("cancelled", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -151,7 +153,8 @@ func TestSemaphoreBound(t *testing.T) {
 			_, err := h.Hash(testCtx(t), "sesameopen")
 			done <- err
 		}()
-		<-h.sem // free the slot: the waiter proceeds
+		waitQueued(t, h, 1)
+		h.release() // free the slot: the waiter proceeds
 		if err := <-done; err != nil {
 			t.Fatalf("Hash after release = %v", err)
 		}
