@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// setNofile lowers the child's RLIMIT_NOFILE soft limit (Go raised it to
+// the hard limit at start-up), as a small container or ulimit would.
+func setNofile(v string) {
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child: UMPLUG_TEST_NOFILE:", err)
+		os.Exit(3)
+	}
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		fmt.Fprintln(os.Stderr, "child: getrlimit:", err)
+		os.Exit(3)
+	}
+	rl.Cur = n
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		fmt.Fprintln(os.Stderr, "child: setrlimit:", err)
+		os.Exit(3)
+	}
+}
+
+// healthzFrom asks GET /healthz on a new keep-alive connection from source
+// address src and leaves the connection open. Status 0: the server closed
+// the connection without answering (refused at accept).
+func healthzFrom(t *testing.T, src, addr string) (net.Conn, int) {
+	t.Helper()
+	d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial from %s: %v", src, err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		c.Close()
+		return nil, 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return c, resp.StatusCode
+}
+
+// TestFDLimitKeepsServing: with RLIMIT_NOFILE lowered to 1600 in the server
+// process, one address opening connections without end is refused at the
+// per-address cap (half of the derived total 1600-512), accept never fails
+// for lack of descriptors, and /healthz from another address answers 200.
+// Before the connection limits, 19,981 connections from one address at the
+// real limit made accept fail and /healthz from elsewhere time out.
+func TestFDLimitKeepsServing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns a server process and opens a thousand connections")
+	}
+	const nofile = 1600
+	const wantPerAddr = (nofile - 512) / 2
+	srv := startChildEnv(t, []string{"UMPLUG_TEST_NOFILE=" + strconv.Itoa(nofile)}, "-data", t.TempDir())
+	addr := strings.TrimPrefix(srv.url, "http://")
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for len(held) < nofile {
+		c, code := healthzFrom(t, "127.0.0.1", addr)
+		if code == 0 {
+			break
+		}
+		if code != http.StatusOK {
+			t.Fatalf("connection %d: status %d", len(held)+1, code)
+		}
+		held = append(held, c)
+	}
+	if len(held) != wantPerAddr {
+		t.Fatalf("127.0.0.1 held %d connections before a refusal; want the per-address cap %d", len(held), wantPerAddr)
+	}
+	c, code := healthzFrom(t, "127.0.0.2", addr)
+	if code != http.StatusOK {
+		t.Fatalf("/healthz from 127.0.0.2 while 127.0.0.1 is at its cap: status %d", code)
+	}
+	c.Close()
+	// Closing connections frees their slots.
+	for _, c := range held[:10] {
+		c.Close()
+	}
+	held = held[10:]
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, code := healthzFrom(t, "127.0.0.1", addr)
+		if code == http.StatusOK {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("127.0.0.1 still refused after closing some of its connections")
+		}
+	}
+	for _, l := range srv.logged() {
+		if strings.Contains(l, "too many open files") || strings.Contains(l, "Accept error") {
+			t.Fatalf("server: %s", l)
+		}
+	}
+}
