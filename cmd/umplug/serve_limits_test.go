@@ -2,16 +2,23 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/user-media-plug/umplug/client"
+	"github.com/user-media-plug/umplug/internal/store/storetest"
+	"github.com/user-media-plug/umplug/protocol"
 )
 
 // setNofile lowers the child's RLIMIT_NOFILE soft limit (Go raised it to
@@ -114,5 +121,59 @@ func TestFDLimitKeepsServing(t *testing.T) {
 		if strings.Contains(l, "too many open files") || strings.Contains(l, "Accept error") {
 			t.Fatalf("server: %s", l)
 		}
+	}
+}
+
+// TestStoreFailureKeepsServing (W9, the serve side): a server started on a
+// data directory with a corrupted table block keeps running when a
+// reg-user reads it: the client gets unavailable, /healthz 503, another
+// connection is served, and after SIGTERM the process shuts down gracefully
+// and exits with status 1 (the store had failed).
+func TestStoreFailureKeepsServing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns a server process")
+	}
+	dir := t.TempDir()
+	storetest.WriteCorruptTable(t, dir, "alice", "bob")
+	srv := startChild(t, "-data", dir)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := client.Dial(ctx, srv.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var perr *protocol.Error
+	if err := c.Register(ctx, "alice", "sesameopen"); !errors.As(err, &perr) || perr.Code != protocol.ErrUnavailable {
+		t.Fatalf("reg-user over a corrupted block: %v; want unavailable", err)
+	}
+	addr := strings.TrimPrefix(srv.url, "http://")
+	hc, code := healthzFrom(t, "127.0.0.1", addr)
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("/healthz: %d; want 503", code)
+	}
+	hc.Close()
+	c2, err := client.Dial(ctx, srv.url, nil)
+	if err != nil {
+		t.Fatalf("a new connection after the failure: %v", err)
+	}
+	defer c2.Close()
+	if _, err := c2.Login(ctx, "bob", "sesameopen"); !errors.As(err, &perr) || perr.Code != protocol.ErrUnavailable {
+		t.Fatalf("whoami after the failure: %v; want unavailable", err)
+	}
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	err = srv.wait(t, 30*time.Second)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v; want status 1", err)
+	}
+	found := false
+	for _, l := range srv.logged() {
+		if strings.Contains(l, "user store failed") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("the store failure was not logged")
 	}
 }
