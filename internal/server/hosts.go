@@ -77,10 +77,6 @@ func (p *hostPolicy) allow(host string) bool {
 	return false
 }
 
-// Configured reports whether any name was configured (besides the
-// always-allowed ones).
-func (p *hostPolicy) configured() bool { return len(p.exact)+len(p.suffixes) > 0 }
-
 // splitHost splits "name:port", "[v6]:port", "name" or "v6" into a
 // normalised name and the port ("" when absent).
 func splitHost(h string) (name, port string) {
