@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -35,6 +36,11 @@ type serveConfig struct {
 	debugAddr       string
 	tlsCert, tlsKey string
 	shutdownTimeout time.Duration
+	maxConns        int
+	maxConnsPerAddr int
+	trustedProxies  string
+	publicURL       string
+	allowedHosts    string
 }
 
 // envOr returns the environment variable's value, or def.
@@ -93,6 +99,11 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.tlsCert, "tls-cert", envOr("UMPLUG_TLS_CERT", ""), "TLS certificate file (PEM); with -tls-key serves https/wss (env UMPLUG_TLS_CERT)")
 	fs.StringVar(&c.tlsKey, "tls-key", envOr("UMPLUG_TLS_KEY", ""), "TLS private key file (PEM) (env UMPLUG_TLS_KEY)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDuration("UMPLUG_SHUTDOWN_TIMEOUT", 10*time.Second), "how long a graceful shutdown may take (env UMPLUG_SHUTDOWN_TIMEOUT)")
+	fs.IntVar(&c.maxConns, "max-conns", envInt("UMPLUG_MAX_CONNS", 0), "open TCP connections in total (HTTP, /meta, /media); 0: the file descriptor limit minus 512; negative: unlimited (env UMPLUG_MAX_CONNS)")
+	fs.IntVar(&c.maxConnsPerAddr, "max-conns-per-addr", envInt("UMPLUG_MAX_CONNS_PER_ADDR", server.DefaultMaxConnsPerAddr), "open TCP connections per remote address (IPv6: per /64), loopback included, at most half of -max-conns; trusted proxies exempt; negative: unlimited (env UMPLUG_MAX_CONNS_PER_ADDR)")
+	fs.StringVar(&c.trustedProxies, "trusted-proxies", envOr("UMPLUG_TRUSTED_PROXIES", ""), "comma-separated CIDRs or addresses of reverse proxies whose X-Forwarded-For gives the client address (env UMPLUG_TRUSTED_PROXIES)")
+	fs.StringVar(&c.publicURL, "public-url", envOr("UMPLUG_PUBLIC_URL", ""), "URL clients use, e.g. https://calls.example.com; its host is an allowed Host (env UMPLUG_PUBLIC_URL)")
+	fs.StringVar(&c.allowedHosts, "allowed-hosts", envOr("UMPLUG_ALLOWED_HOSTS", ""), "comma-separated other host names (name, name:port, *.domain) accepted in the Host header; IP addresses and localhost always are (env UMPLUG_ALLOWED_HOSTS)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -142,11 +153,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer st.Close()
 
-	var origins []string
-	for _, o := range strings.Split(c.allowedOrigins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			origins = append(origins, o)
-		}
+	proxies, err := parsePrefixes(c.trustedProxies)
+	if err != nil {
+		return fmt.Errorf("serve: -trusted-proxies: %w", err)
 	}
 	srv, err := server.New(server.Config{
 		Meta: meta.Config{
@@ -158,8 +167,13 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 			RateLimit:            c.msgRate,
 			RateBurst:            c.msgBurst,
 		},
-		AllowedOrigins: origins,
-		Logger:         log,
+		AllowedOrigins:  splitList(c.allowedOrigins),
+		Logger:          log,
+		MaxConns:        c.maxConns,
+		MaxConnsPerAddr: c.maxConnsPerAddr,
+		TrustedProxies:  proxies,
+		PublicURL:       c.publicURL,
+		AllowedHosts:    splitList(c.allowedHosts),
 	})
 	if err != nil {
 		return err
@@ -182,11 +196,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok && ta.IP.IsUnspecified() && c.publicURL == "" && c.allowedHosts == "" {
+		log.Warn("listening on all interfaces without -public-url or -allowed-hosts: only IP-address and localhost Host headers are accepted (DNS rebinding protection); set -public-url to serve a DNS name")
 	}
+	hs := srv.HTTPServer()
+	ln = srv.Listen(ln)
 	scheme := "http"
 	if c.tlsCert != "" {
 		scheme = "https"
@@ -209,14 +223,46 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
-	herr := hs.Shutdown(sctx) // stops accepting; hijacked WebSockets are ours to end
-	serr := srv.Shutdown(sctx)
+	// Phases (server.Shutdown): stop accepting, tell devices, media, HTTP.
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown incomplete", "err", err)
+	}
+	// A failed store (a refused write, a corrupted block) kept the server
+	// up with logins answering unavailable and /healthz 503; its Close
+	// returns the failure, and the exit status says so.
 	if err := st.Close(); err != nil {
 		return fmt.Errorf("close user store: %w", err)
 	}
-	if err := errors.Join(herr, serr); err != nil {
-		log.Warn("shutdown incomplete", "err", err)
-	}
 	log.Info("stopped")
 	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty entries.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// parsePrefixes parses comma-separated CIDRs; a bare address is its /32
+// (or /128).
+func parsePrefixes(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range splitList(v) {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither a CIDR nor an address", s)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }

@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 		select {}
 	}
 	if os.Getenv("UMPLUG_TEST_CHILD") == "1" {
+		if n := os.Getenv("UMPLUG_TEST_NOFILE"); n != "" {
+			setNofile(n) // serve_limits_test.go
+		}
 		ctx, stop := signalContext()
 		defer stop()
 		if err := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr); err != nil {
@@ -48,14 +51,30 @@ type child struct {
 	cmd  *exec.Cmd
 	url  string
 	done chan error
+
+	mu  sync.Mutex // guards log
+	log []string   // its stderr lines
+}
+
+// logged returns the child's stderr so far.
+func (c *child) logged() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.log...)
 }
 
 var servingRe = regexp.MustCompile(`msg=serving addr=(\S+)`)
 
 func startChild(t *testing.T, args ...string) *child {
 	t.Helper()
+	return startChildEnv(t, nil, args...)
+}
+
+// startChildEnv is startChild with extra environment variables.
+func startChildEnv(t *testing.T, env []string, args ...string) *child {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"serve", "-addr", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(os.Environ(), "UMPLUG_TEST_CHILD=1")
+	cmd.Env = append(append(os.Environ(), "UMPLUG_TEST_CHILD=1"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +87,9 @@ func startChild(t *testing.T, args ...string) *child {
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			c.mu.Lock()
+			c.log = append(c.log, sc.Text())
+			c.mu.Unlock()
 			if m := servingRe.FindStringSubmatch(sc.Text()); m != nil {
 				addr <- m[1]
 			}

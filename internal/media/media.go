@@ -60,7 +60,9 @@ import (
 
 // Defaults of Config fields left zero.
 const (
-	DefaultHelloTimeout  = 10 * time.Second
+	// DefaultHelloTimeout is short: a device presents its ticket right
+	// after the upgrade, and until it does the connection is anonymous.
+	DefaultHelloTimeout  = 5 * time.Second
 	DefaultWriteTimeout  = 10 * time.Second
 	DefaultMaxFrameBytes = 1 << 20
 )
@@ -93,7 +95,7 @@ type Config struct {
 	// Zero means protocol.MediaWait (30 s).
 	MediaWait time.Duration
 	// HelloTimeout is how long a new connection has to send its ticket.
-	// Zero means 10 s. It bounds how long an unauthenticated socket is held.
+	// Zero means 5 s. It bounds how long an unauthenticated socket is held.
 	HelloTimeout time.Duration
 	// WriteTimeout is how long a receiver may take to drain one chunk of a
 	// relayed frame; a slower receiver is cut and the call ends as
@@ -377,6 +379,7 @@ func (s *Server) ServeConn(ctx context.Context, c *websocket.Conn) {
 		s.hooks.pending()
 	}
 
+	remote := remoteOf(ctx, c)
 	stop := context.AfterFunc(ctx, func() {
 		_ = c.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutdown"),
@@ -385,7 +388,7 @@ func (s *Server) ServeConn(ctx context.Context, c *websocket.Conn) {
 	})
 	defer stop()
 
-	sd := s.hello(c)
+	sd := s.hello(c, remote)
 	if sd == nil {
 		return
 	}
@@ -407,11 +410,26 @@ func (s *Server) ServeConn(ctx context.Context, c *websocket.Conn) {
 	}
 }
 
+type remoteKey struct{}
+
+// WithRemote returns ctx carrying the client's address (after trusted
+// proxies) for ServeConn's logs; without it they show the TCP peer.
+func WithRemote(ctx context.Context, addr string) context.Context {
+	return context.WithValue(ctx, remoteKey{}, addr)
+}
+
+func remoteOf(ctx context.Context, c *websocket.Conn) string {
+	if a, ok := ctx.Value(remoteKey{}).(string); ok {
+		return a
+	}
+	return c.RemoteAddr().String()
+}
+
 // hello reads the ticket and registers c as its side. On any failure it
 // closes c's WebSocket (1008 for a bad hello or ticket) and returns nil.
 // Every ticket failure gets the same reason, so that a guesser cannot tell
 // a used or expired ticket from one that never existed.
-func (s *Server) hello(c *websocket.Conn) *side {
+func (s *Server) hello(c *websocket.Conn, remote string) *side {
 	unpend := func() {
 		s.mu.Lock()
 		delete(s.pending, c)
@@ -424,7 +442,7 @@ func (s *Server) hello(c *websocket.Conn) *side {
 	if err != nil || mt != websocket.TextMessage || json.Unmarshal(data, &h) != nil ||
 		h.Type != protocol.TypeMedia || h.Ticket == "" {
 		unpend()
-		s.log.Debug("media: bad hello", "remote", c.RemoteAddr().String(), "err", err)
+		s.log.Debug("media: bad hello", "remote", remote, "err", err)
 		s.m.refused.WithLabelValues("hello").Inc()
 		s.refuse(c, protocol.ClosePolicy, "expected media hello")
 		return nil
@@ -447,7 +465,7 @@ func (s *Server) hello(c *websocket.Conn) *side {
 	if sd == nil || !s.clock.Now().Before(sd.issued.Add(s.ticketTTL)) {
 		expired := sd != nil
 		s.mu.Unlock()
-		s.log.Debug("media: ticket refused", "remote", c.RemoteAddr().String(), "expired", expired)
+		s.log.Debug("media: ticket refused", "remote", remote, "expired", expired)
 		s.m.refused.WithLabelValues("ticket").Inc()
 		s.refuse(c, protocol.ClosePolicy, "invalid ticket")
 		return nil

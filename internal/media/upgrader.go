@@ -8,12 +8,11 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// BufferSize is the read and write buffer size for /media WebSockets, on the
-// server and in media clients. Measured with BenchmarkRelayBufferSize (64 KiB
-// frames, 2-core machine): 4 KiB loses about 40 % of the throughput, 32 KiB
-// was the fastest (about 2.0 GB/s, 10-25 % above 64-256 KiB, which also cost
-// more memory per connection). The read buffer is held for the life of each
-// connection; write buffers are pooled.
+// BufferSize is the read and write buffer size for /media WebSockets in
+// media clients, and the server's (pooled) write buffer size. Measured with
+// BenchmarkRelayBufferSize (64 KiB frames, 2-core machine): 4 KiB loses
+// about 40 % of the throughput, 32 KiB was the fastest (about 2.0 GB/s,
+// 10-25 % above 64-256 KiB, which also cost more memory per connection).
 const BufferSize = 32 << 10
 
 // writeBufs is shared by every media connection's writer: a connection
@@ -21,14 +20,25 @@ const BufferSize = 32 << 10
 var writeBufs = &sync.Pool{}
 
 // Upgrader returns the WebSocket upgrader the HTTP layer should use for
-// /media, with the buffer sizes the relay was tuned for. checkOrigin is the
-// server's origin policy (cross-site WebSocket hijacking protection).
-// Compression stays off: media is already compressed and deflate would cost
-// CPU and break the streaming relay.
+// /media. checkOrigin is the server's origin policy (cross-site WebSocket
+// hijacking protection). Compression stays off: media is already compressed
+// and deflate would cost CPU and break the streaming relay.
+//
+// Buffers: writes go through BufferSize buffers from a pool, held only
+// while a message is written. Reads reuse net/http's 4 KiB reader of the
+// hijacked connection (ReadBufferSize 0) instead of a BufferSize one of
+// their own: a connection that has not shown its ticket yet (anyone can
+// open one) then holds no buffer beyond what its HTTP request already had.
+// BenchmarkMediaPreTicket (internal/server): 47.6 KB of heap per such
+// connection with a 32 KiB read buffer, 14.5 KB without. The cost is more
+// read syscalls per relayed fragment: BenchmarkRelay64KiB on the shared
+// 2-core machine measured 1.1 GB/s against 1.75 GB/s in one quiet pair of
+// runs and no difference beyond noise in four loaded ones; either is far
+// above what calls need, and memory an anonymous client can pin matters
+// more. (Re-measure on a quiet machine before changing it back.)
 func Upgrader(checkOrigin func(*http.Request) bool) *websocket.Upgrader {
 	return &websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
-		ReadBufferSize:   BufferSize,
 		WriteBufferSize:  BufferSize,
 		WriteBufferPool:  writeBufs,
 		CheckOrigin:      checkOrigin,

@@ -6,13 +6,13 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -26,6 +26,7 @@ import (
 	"github.com/user-media-plug/umplug/internal/media"
 	"github.com/user-media-plug/umplug/internal/meta"
 	"github.com/user-media-plug/umplug/internal/plug"
+	"github.com/user-media-plug/umplug/internal/server/connlimit"
 	"github.com/user-media-plug/umplug/internal/server/wsloop"
 	"github.com/user-media-plug/umplug/protocol"
 	"github.com/user-media-plug/umplug/web"
@@ -60,6 +61,35 @@ type Config struct {
 	// Tap, when set, also receives every pair and unpair event after the
 	// media server has: an observation point for tests and auditing.
 	Tap plug.Media
+
+	// MaxConns bounds the open TCP connections of the HTTP server (plain
+	// HTTP, /meta and /media together). 0 derives it from RLIMIT_NOFILE:
+	// the soft limit minus FDReserve, so that accept never fails for lack
+	// of descriptors; negative means unlimited. It also becomes
+	// Meta.MaxConns when that is 0.
+	MaxConns int
+	// MaxConnsPerAddr bounds the open TCP connections of one remote
+	// address (IPv6: one /64), loopback included; default
+	// DefaultMaxConnsPerAddr, at most half of MaxConns; negative means
+	// unlimited. Trusted proxies are exempt (their clients are bounded by
+	// Meta.MaxConnsPerAddr, which counts the forwarded client address and
+	// defaults to this value).
+	MaxConnsPerAddr int
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
+	// believed: for a request whose TCP peer is in one of these prefixes,
+	// the client address is the rightmost X-Forwarded-For entry that is not
+	// itself a trusted proxy. For any other request it is the TCP peer.
+	TrustedProxies []netip.Prefix
+	// PublicURL is the URL clients use (e.g. https://calls.example.com);
+	// its host is an allowed Host. Optional.
+	PublicURL string
+	// AllowedHosts lists the other names the server answers to in the Host
+	// header ("calls.example.com", "calls.example.com:8443", "*.example.com").
+	// IP literals and localhost (and *.localhost) are always allowed; any
+	// other Host is answered 421 on every path: DNS rebinding protection.
+	AllowedHosts []string
+	// HTTP holds the HTTP server's timeouts.
+	HTTP HTTPConfig
 }
 
 // Server is the whole umplug service behind one http.Handler.
@@ -72,6 +102,19 @@ type Server struct {
 	mediaUp *websocket.Upgrader
 	mux     *http.ServeMux
 	allowed map[string]bool
+
+	// The HTTP layer (limits.go, hosts.go, proxy.go).
+	handler     http.Handler // mux behind the Host check and client address
+	hs          *http.Server
+	limiter     *connlimit.Limiter
+	maxConns    int // resolved Config.MaxConns (negative: unlimited)
+	maxPerAddr  int // resolved Config.MaxConnsPerAddr
+	hosts       *hostPolicy
+	proxies     []netip.Prefix
+	hostRefused prometheus.Counter
+
+	lnMu      sync.Mutex // guards listeners
+	listeners []net.Listener
 
 	wg sync.WaitGroup // media connections being served
 }
@@ -118,6 +161,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: media: %w", err)
 	}
 	tc := cfg.Meta
+	s.maxConns, s.maxPerAddr = connLimits(cfg.MaxConns, cfg.MaxConnsPerAddr)
+	if tc.MaxConns == 0 && s.maxConns > 0 {
+		tc.MaxConns = s.maxConns
+	}
+	if tc.MaxConnsPerAddr == 0 {
+		tc.MaxConnsPerAddr = s.maxPerAddr
+	}
 	tc.Media = md
 	if cfg.Tap != nil {
 		tc.Media = tee{md, cfg.Tap}
@@ -144,12 +194,12 @@ func New(cfg Config) (*Server, error) {
 
 	s.mux.HandleFunc("GET /meta", s.serveMeta)
 	s.mux.HandleFunc("GET /media", s.serveMedia)
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok\n")
-	})
+	s.mux.HandleFunc("GET /healthz", s.serveHealthz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	s.mux.Handle("/", web.Handler())
+	if err := s.setupHTTP(); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	return s, nil
 }
 
@@ -163,28 +213,13 @@ type lateEnder struct{ s *meta.Server }
 
 func (l *lateEnder) EndCall(call, user, reason string) { l.s.EndCall(call, user, reason) }
 
-// Handler returns the HTTP handler of the whole service.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler returns the HTTP handler of the whole service, behind the Host
+// check. Prefer HTTPServer, which also has the timeouts and connection
+// accounting.
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Meta returns the metadata server (for tests and the admin tools).
 func (s *Server) Meta() *meta.Server { return s.meta }
-
-// Shutdown ends every call with reason shutdown, tells every device, closes
-// every connection, and waits for that or ctx.
-func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.meta.Shutdown(ctx)
-	s.media.Close()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		if err == nil {
-			err = fmt.Errorf("server: shutdown: %w", ctx.Err())
-		}
-	}
-	return err
-}
 
 // checkOrigin allows non-browser clients (no Origin), the server's own
 // origin, and the configured ones.
@@ -201,14 +236,6 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 		return true
 	}
 	return s.allowed[strings.ToLower(strings.TrimRight(origin, "/"))]
-}
-
-func remoteHost(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 func (s *Server) serveMeta(w http.ResponseWriter, r *http.Request) {
@@ -249,5 +276,8 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 	}
 	s.wg.Add(1)
 	defer s.wg.Done()
-	s.media.ServeConn(r.Context(), c)
+	// ServeConn closes c, which releases its connection-limit count;
+	// releaseConn makes that explicit and holds for any future path.
+	defer s.releaseConn(c.NetConn())
+	s.media.ServeConn(media.WithRemote(r.Context(), remoteHost(r)), c)
 }

@@ -101,7 +101,12 @@ func start(opts *Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	hs := httptest.NewServer(srv.Handler())
+	// The same http.Server (timeouts, Host check) and connection limits as
+	// `umplug serve`.
+	hs := httptest.NewUnstartedServer(nil)
+	hs.Config = srv.HTTPServer()
+	hs.Listener = srv.Listen(hs.Listener)
+	hs.Start()
 	return &Server{
 		URL:     hs.URL,
 		MetaURL: "ws" + strings.TrimPrefix(hs.URL, "http") + "/meta",

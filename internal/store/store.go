@@ -44,4 +44,24 @@ var (
 	ErrClosed   = errors.New("store: closed")
 	// ErrLocked means another process (a running server) holds the store.
 	ErrLocked = errors.New("store: data directory is in use by another process (is a umplug server running?)")
+	// ErrFailed means the store hit a failure it cannot recover from (a
+	// write or sync refused by the disk, a corrupted table): every call
+	// after it fails with this error, nothing is read or written any more,
+	// and only a restart (after fixing the disk) brings the store back.
+	ErrFailed = errors.New("store: failed")
 )
+
+// Checker is implemented by stores that can fail for good (the Pebble
+// store): Health returns nil while the store works and an error wrapping
+// ErrFailed once it has failed. /healthz reports it.
+type Checker interface {
+	Health() error
+}
+
+// Health returns s's health: nil for stores that cannot fail for good.
+func Health(s Store) error {
+	if c, ok := s.(Checker); ok {
+		return c.Health()
+	}
+	return nil
+}
