@@ -117,7 +117,11 @@ func newRTCEngine(cfg WebRTCConfig, log *slog.Logger, reg prometheus.Registerer)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIPFilter(ipOK)
 	se.SetInterfaceFilter(ifOK)
-	// The server never dials out: no active ICE-TCP candidates.
+	// The server never initiates traffic: ICE-lite (it answers the device's
+	// connectivity checks but sends none of its own, so a device cannot
+	// make it send packets to addresses named in its candidates), and no
+	// active ICE-TCP candidates.
+	se.SetLite(true)
 	se.DisableActiveTCP(true)
 	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
 	if cfg.TCPPort >= 0 {
