@@ -705,3 +705,28 @@ func TestWebRTCShutdown(t *testing.T) {
 		}
 	}
 }
+
+// TestWebRTCPeerConnectionClosed: a device that closes its peer connection
+// (DTLS close) but keeps /media open has left: the call ends as
+// disconnected.
+func TestWebRTCPeerConnectionClosed(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	p := startRTCPair(ctx, t, s)
+	p.cb.waitPackets(ctx, t, "alice-video", 10)
+	p.stopA()
+	if err := p.wa.PeerConnection().Close(); err != nil {
+		t.Fatal(err)
+	}
+	ev := nextEvent(ctx, t, p.b, protocol.TypeUnpair)
+	if ev.Reason != protocol.ReasonDisconnected || ev.User != "alice" {
+		t.Fatalf("unpair %+v, want alice disconnected", ev)
+	}
+	if err := waitDone(ctx, t, p.wb); !errors.Is(err, client.ErrUnpaired) {
+		t.Fatalf("bob's media ended with %v", err)
+	}
+}
