@@ -3,19 +3,28 @@
 // interface it can see) can send traffic to loopback only.
 //
 // Isolate re-executes the already-built test binary for just that test
-// under `unshare -n`, after `ip link set lo up`. Nothing is built or
-// downloaded inside the namespace (it has no network beyond loopback), and
-// `go test ./...` stays the one test command.
+// under `unshare -n`; the child sets loopback up itself (an ioctl, so the
+// ip tool is not needed). Nothing is built or downloaded inside the
+// namespace (it has no network beyond loopback), and `go test ./...` stays
+// the one test command.
 package netns
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+)
+
+var (
+	loOnce sync.Once
+	loErr  error
 )
 
 // EnvInside is set to "1" in the environment of the re-executed child.
@@ -23,6 +32,22 @@ const EnvInside = "UMPLUG_NETNS"
 
 // Inside reports whether this process runs in the namespace Isolate made.
 func Inside() bool { return os.Getenv(EnvInside) == "1" }
+
+// LoopbackOnly returns an error naming a network interface other than
+// loopback that is up: then this process is not in a loopback-only
+// namespace.
+func LoopbackOnly() error {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return fmt.Errorf("netns: interfaces: %w", err)
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagUp != 0 && i.Flags&net.FlagLoopback == 0 {
+			return fmt.Errorf("netns: interface %s is up: not a loopback-only network namespace", i.Name)
+		}
+	}
+	return nil
+}
 
 // Isolate makes the calling test run in a private network namespace. It
 // returns true when the caller is already inside: run the test body. It
@@ -36,6 +61,14 @@ func Inside() bool { return os.Getenv(EnvInside) == "1" }
 func Isolate(t *testing.T) bool {
 	t.Helper()
 	if Inside() {
+		loOnce.Do(func() { loErr = loopbackUp() })
+		if loErr != nil {
+			t.Fatal(loErr)
+		}
+		// UMPLUG_NETNS=1 set by hand on the host must not run the body.
+		if err := LoopbackOnly(); err != nil {
+			t.Fatal(err)
+		}
 		return true
 	}
 	if strings.Contains(t.Name(), "/") {
@@ -52,7 +85,7 @@ func Isolate(t *testing.T) bool {
 		t.Skipf("netns: skipped, cannot create a network namespace (unshare -n): %v; this test must not run on the host network", err)
 	}
 	ctx := context.Background()
-	args := []string{"-n", "--", "sh", "-c", `ip link set lo up && exec "$0" "$@"`, os.Args[0],
+	args := []string{"-n", "--", os.Args[0],
 		"-test.run", "^" + regexp.QuoteMeta(t.Name()) + "$", "-test.v", "-test.count=1"}
 	if d, ok := t.Deadline(); ok {
 		var cancel context.CancelFunc
