@@ -555,6 +555,10 @@ func TestWebRTCNeverConnects(t *testing.T) {
 	if err := c.ReadJSON(&offer); err != nil || offer.Type != protocol.TypeOffer || !strings.Contains(offer.SDP, "m=video") {
 		t.Fatalf("bob's first message: %+v, %v; want an offer", offer, err)
 	}
+	// The server is ICE-lite: it never sends connectivity checks of its own.
+	if !strings.Contains(offer.SDP, "a=ice-lite") {
+		t.Fatalf("offer without a=ice-lite:\n%s", offer.SDP)
+	}
 	// alice's side comes up; bob's never does.
 	ca.wait(ctx, t, "alice connected", func() bool {
 		return wa.PeerConnection().ConnectionState() == webrtc.PeerConnectionStateConnected
