@@ -823,3 +823,37 @@ func TestWebRTCNackRetransmits(t *testing.T) {
 		}
 	}
 }
+
+// TestWebRTCDeviceRenegotiates: bob joins without a camera, adds one later
+// and asks for a fresh offer ({type:"renegotiate"}); alice then receives it.
+func TestWebRTCDeviceRenegotiates(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	a, b, fca, fcb := rtcCall(ctx, t, s)
+	ca, cb := newCollector(), newCollector()
+	wa, err := a.WebRTC(ctx, fca, ca.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wa.Close()
+	wb, err := b.WebRTC(ctx, fcb, cb.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wb.Close()
+	waitPaired(ctx, t, wa, wb)
+	bVideo := newTrack(t, client.CodecVP8, "video")
+	// pion reuses the video transceiver the server's offer created.
+	if _, err := wb.PeerConnection().AddTrack(bVideo); err != nil {
+		t.Fatal(err)
+	}
+	if err := wb.Renegotiate(); err != nil {
+		t.Fatal(err)
+	}
+	sendLoop(t, bVideo, "bob-video", 96)
+	ca.waitPackets(ctx, t, "bob-video", 20)
+}
