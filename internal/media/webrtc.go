@@ -50,6 +50,9 @@ import (
 // DefaultICEPort is the UDP (and TCP) port `umplug serve` uses for ICE.
 const DefaultICEPort = 7882
 
+// udpBufferSize is the socket buffer asked for the ICE UDP port.
+const udpBufferSize = 4 << 20
+
 // maxEarlyCandidates bounds the device candidates kept while no answer has
 // been applied yet.
 const maxEarlyCandidates = 64
@@ -101,6 +104,11 @@ func newRTCEngine(cfg WebRTCConfig, log *slog.Logger, reg prometheus.Registerer)
 		ice.UDPMuxFromPortWithIPFilter(ipOK),
 		ice.UDPMuxFromPortWithInterfaceFilter(ifOK),
 		ice.UDPMuxFromPortWithLoopback(),
+		// One socket carries every call: a deep buffer absorbs the bursts
+		// of many video frames sent at once (the kernel caps it at
+		// net.core.rmem_max / wmem_max).
+		ice.UDPMuxFromPortWithReadBufferSize(udpBufferSize),
+		ice.UDPMuxFromPortWithWriteBufferSize(udpBufferSize),
 		ice.UDPMuxFromPortWithLogger(lf.NewLogger("ice-udp")))
 	if err != nil {
 		return nil, fmt.Errorf("media: ICE UDP port %d: %w", cfg.UDPPort, err)
