@@ -857,3 +857,34 @@ func TestWebRTCDeviceRenegotiates(t *testing.T) {
 	sendLoop(t, bVideo, "bob-video", 96)
 	ca.waitPackets(ctx, t, "bob-video", 20)
 }
+
+// TestWebRTCPortsClosedOnShutdown: the ICE UDP and TCP listeners belong to
+// the server (on 127.0.0.1 only, as configured) and are released by its
+// shutdown. No traffic: nothing to isolate.
+func TestWebRTCPortsClosedOnShutdown(t *testing.T) {
+	s := servertest.Start(t, nil)
+	udp, tcp := s.Server.Media().ICEAddrs()
+	if len(udp) != 1 || tcp == nil {
+		t.Fatalf("ICE listens on %v and %v, want one UDP and one TCP address", udp, tcp)
+	}
+	for _, a := range append(udp, tcp) {
+		if h, _, _ := net.SplitHostPort(a.String()); h != "127.0.0.1" {
+			t.Fatalf("ICE listens on %s, want 127.0.0.1 only", a)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Server.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	u, err := net.ListenUDP("udp", udp[0].(*net.UDPAddr))
+	if err != nil {
+		t.Fatalf("UDP port still held after shutdown: %v", err)
+	}
+	u.Close()
+	l, err := net.Listen("tcp", tcp.String())
+	if err != nil {
+		t.Fatalf("TCP port still held after shutdown: %v", err)
+	}
+	l.Close()
+}
