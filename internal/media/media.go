@@ -424,6 +424,10 @@ func (s *Server) ServeConn(ctx context.Context, c *websocket.Conn) {
 	if sd.mode == protocol.MediaModeWebRTC {
 		if blamed := s.serveRTC(sd); blamed != nil {
 			s.fail(cl, blamed.user)
+		} else {
+			// The call ended first: wait for the reply to our close frame
+			// (a no-op when the signalling loop already read it).
+			s.drain(c)
 		}
 		return
 	}

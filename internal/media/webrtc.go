@@ -316,7 +316,9 @@ func (p *rtcPeer) send(v any) {
 	_ = p.conn.SetWriteDeadline(time.Now().Add(p.s.writeTimeout))
 	if err := p.conn.WriteMessage(websocket.TextMessage, b); err != nil {
 		p.log.Debug("media: write signal", "err", err)
-		_ = p.conn.Close()
+		if !errors.Is(err, websocket.ErrCloseSent) {
+			_ = p.conn.Close() // not the close handshake under way: cut
+		}
 	}
 }
 

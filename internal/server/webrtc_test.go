@@ -888,3 +888,59 @@ func TestWebRTCPortsClosedOnShutdown(t *testing.T) {
 	}
 	l.Close()
 }
+
+// TestWebRTCUnpairDuringSetup: hanging up while the WebRTC media is still
+// being set up (one side connected, or both racing ICE and DTLS) ends
+// every media connection as unpaired; the package's leak check then
+// verifies that no peer connection goroutine is left behind.
+func TestWebRTCUnpairDuringSetup(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	for _, both := range []bool{false, true} {
+		t.Run(fmt.Sprintf("both=%v", both), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+			defer cancel()
+			s := servertest.Start(t, nil)
+			a, b, fca, fcb := rtcCall(ctx, t, s)
+			track := newTrack(t, client.CodecVP8, "video")
+			sendLoop(t, track, "alice-video", 96)
+			wa, err := a.WebRTC(ctx, fca, newCollector().opts(track))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer wa.Close()
+			// alice's ticket is in (her first offer arrived), so the
+			// hang-up cannot overtake it.
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for wa.PeerConnection().RemoteDescription() == nil {
+				select {
+				case <-tick.C:
+				case <-ctx.Done():
+					t.Fatal("no offer")
+				}
+			}
+			ws := []*client.WebRTC{wa}
+			if both {
+				wb, err := b.WebRTC(ctx, fcb, newCollector().opts())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer wb.Close()
+				ws = append(ws, wb)
+			}
+			if err := b.Unpair(ctx, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			for i, w := range ws {
+				err := waitDone(ctx, t, w)
+				// bob's hello may come after the hang-up: then his ticket
+				// is dead (1008), which is right too.
+				if !errors.Is(err, client.ErrUnpaired) && !(i == 1 && errors.Is(err, client.ErrTicketRefused)) {
+					t.Fatalf("media %d ended with %v, want ErrUnpaired", i, err)
+				}
+			}
+		})
+	}
+}
