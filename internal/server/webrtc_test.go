@@ -944,3 +944,35 @@ func TestWebRTCUnpairDuringSetup(t *testing.T) {
 		})
 	}
 }
+
+// TestWebRTCH264: a device that sends H.264 (both ends support it) has it
+// forwarded as H.264.
+func TestWebRTCH264(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	a, b, fca, fcb := rtcCall(ctx, t, s)
+	ca, cb := newCollector(), newCollector()
+	aVideo := newTrack(t, client.CodecH264, "video")
+	wa, err := a.WebRTC(ctx, fca, ca.opts(aVideo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wa.Close()
+	wb, err := b.WebRTC(ctx, fcb, cb.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wb.Close()
+	waitPaired(ctx, t, wa, wb)
+	sendLoop(t, aVideo, "alice-video", 102)
+	cb.waitPackets(ctx, t, "alice-video", 20)
+	cb.mu.Lock()
+	defer cb.mu.Unlock()
+	if c := cb.tracks["video"].Codec(); c.MimeType != webrtc.MimeTypeH264 || c.PayloadType != 102 {
+		t.Fatalf("bob receives %s (PT %d), want H.264", c.MimeType, c.PayloadType)
+	}
+}
