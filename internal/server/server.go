@@ -115,8 +115,6 @@ type Server struct {
 
 	lnMu      sync.Mutex // guards listeners
 	listeners []net.Listener
-
-	wg sync.WaitGroup // media connections being served
 }
 
 // New builds a Server.
@@ -274,8 +272,9 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	s.wg.Add(1)
-	defer s.wg.Done()
+	// No WaitGroup here: media.Server counts ServeConn calls itself, under
+	// its lock, and refuses them once closed, so Shutdown's media.Close
+	// cannot race an Add after an upgrade.
 	// ServeConn closes c, which releases its connection-limit count;
 	// releaseConn makes that explicit and holds for any future path.
 	defer s.releaseConn(c.NetConn())
