@@ -30,16 +30,17 @@ func quiet(c *Config) { c.Logger = nil }
 // sweepSizes are the buffer sizes BenchmarkRelayBufferSize measures.
 var sweepSizes = []int{4 << 10, 16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10}
 
-// BenchmarkRelay64KiB measures the relay as the server runs it: WebSocket
-// buffers of BufferSize on every end, copy chunks of relayBufSize.
-func BenchmarkRelay64KiB(b *testing.B) { benchRelay64KiB(b, BufferSize) }
+// BenchmarkRelay64KiB measures the relay as the server runs it: the
+// buffers of Upgrader and Dialer, copy chunks of relayBufSize.
+func BenchmarkRelay64KiB(b *testing.B) { benchRelay64KiB(b, 0) }
 
 // BenchmarkRelayBufferSize sweeps buffer sizes, each for the relay and for a
 // user-space copy proxy of the same size:
 //
 //   - impl=relay: the media relay with WebSocket read and write buffers of
-//     buf on the server and both clients, and the relay's copy chunk
-//     (relayBufSize in production) of buf too;
+//     buf on the server and both clients (whatever Upgrader and Dialer
+//     use), and the relay's copy chunk (relayBufSize in production) of buf
+//     too;
 //   - impl=copy: two loopback TCP connections joined by a proxy that reads
 //     into one buf-sized buffer and writes it out (no splice, no framing).
 //
