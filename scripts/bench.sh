@@ -5,8 +5,10 @@
 # names), runs the go test benchmarks with -count 10 and benchstat, and
 # renders scripts/benchmarks.md.tmpl with scripts/benchdoc.
 #
-#   scripts/bench.sh                full size: about 25 minutes on 2 cores
-#   QUICK=1 scripts/bench.sh        small counts, -count 3: about 5 minutes;
+#   scripts/bench.sh                full size: about 15 minutes on 2 cores
+#                                   (10,000 argon2 logins for idle: ~5 min;
+#                                   the media buffer sweep, -count 10: ~5 min)
+#   QUICK=1 scripts/bench.sh        small counts, -count 3: under 2 minutes;
 #                                   writes $TMPDIR/umplug-bench-quick.md,
 #                                   labelled QUICK (never docs/)
 #   OUT=path scripts/bench.sh       write the document there instead
@@ -71,17 +73,18 @@ echo "bench.sh: building umplug into $WORK" >&2
 go build -o "$WORK/umplug" ./cmd/umplug
 
 # start_server NAME [serve flags…]: a fresh server on a free loopback port;
-# sets SERVER_PID and SERVER_URL.
+# sets SERVER_PID, SERVER_URL and, with -debug-addr, DEBUG_URL.
 start_server() {
   local name=$1
   shift
   local log="$WORK/reports/$name.server.log"
   "$WORK/umplug" serve -addr 127.0.0.1:0 -data "$WORK/data-$name" "$@" 2>"$log" &
   SERVER_PID=$!
-  SERVER_URL=
+  SERVER_URL= DEBUG_URL=
   for _ in $(seq 100); do
     SERVER_URL=$(grep -o 'url=http://[0-9.:]*/' "$log" | head -1 | sed 's/^url=//; s,/$,,') || true
     if [ -n "$SERVER_URL" ] && curl -fsS "$SERVER_URL/healthz" >/dev/null 2>&1; then
+      DEBUG_URL=$(grep -o 'msg="serving pprof" addr=[0-9.:]*' "$log" | head -1 | sed 's/.*addr=/http:\/\//') || true
       return
     fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -104,20 +107,26 @@ stop_server() {
 
 # scenario NAME "SERVE FLAGS" BENCH FLAGS…: one scenario against its own
 # server; the report goes to reports/NAME.json, the commands (as a reader
-# would type them) to reports/NAME.cmd.
+# would type them) to reports/NAME.cmd. A literal $DEBUG_URL in a bench flag
+# becomes the server's pprof address (serve -debug-addr 127.0.0.1:0).
 scenario() {
   local name=$1 serve_flags=$2
   shift 2
   echo "bench.sh: scenario $name" >&2
   # shellcheck disable=SC2086 # serve_flags is a list of flags
   start_server "$name" $serve_flags
+  local args=() shown=() a
+  for a in "$@"; do
+    args+=("${a//\$DEBUG_URL/$DEBUG_URL}")
+    shown+=("${a//\$DEBUG_URL/http://127.0.0.1:6060}")
+  done
   {
-    echo "umplug serve${serve_flags:+ $serve_flags} &"
-    echo "umplug bench $* -pid \$!"
+    echo "umplug serve${serve_flags:+ ${serve_flags//127.0.0.1:0/127.0.0.1:6060}} &"
+    echo "umplug bench ${shown[*]} -pid \$!"
   } >"$WORK/reports/$name.cmd"
   local t0
   t0=$(date +%s)
-  "$WORK/umplug" bench -json -server "$SERVER_URL" -pid "$SERVER_PID" "$@" \
+  "$WORK/umplug" bench -json -server "$SERVER_URL" -pid "$SERVER_PID" "${args[@]}" \
     >"$WORK/reports/$name.json" 2>"$WORK/reports/$name.progress"
   echo $(($(date +%s) - t0)) >"$WORK/reports/$name.seconds"
   stop_server
@@ -125,7 +134,10 @@ scenario() {
 
 scenario calls-paced "" -scenario calls -pairs 20 -duration "$CALLS_DURATION"
 scenario calls "-msg-rate -1" -scenario calls -pairs 20 -duration "$CALLS_DURATION" -unpaced
-scenario idle "" -scenario idle -conns "$IDLE_CONNS" -settle "$IDLE_SETTLE" -sources 50
+# idle: the server's pprof endpoint lets the load generator force a GC
+# before each memory reading (-gc-url), so that argon2 garbage left by the
+# logins does not land in the slope by chance.
+scenario idle "-debug-addr 127.0.0.1:0" -scenario idle -conns "$IDLE_CONNS" -settle "$IDLE_SETTLE" -sources 50 -gc-url '$DEBUG_URL/debug/pprof/heap?gc=1'
 scenario presence "" -scenario presence -peers "$PRES_PEERS" -changes "$PRES_CHANGES" -sources 20
 scenario login-flood "-msg-rate -1" -scenario login-flood -flood "$FLOOD" -pairs 20 -duration "$FLOOD_DURATION" -unpaced -sources 50
 scenario media "-msg-rate -1" -scenario media -pairs "$MEDIA_PAIRS" -duration "$MEDIA_DURATION" -unpaced
@@ -142,11 +154,20 @@ gotest() {
 gotest media-buf ./internal/media/ 'Relay64KiB|RelayBufferSize|TCPPipe64KiB'
 gotest media-small ./internal/media/ 'Relay1KiBFrames|RelayLatency'
 gotest password ./internal/password/ 'HashOWASP'
-"$BENCHSTAT" -filter '.name:RelayBufferSize' -col /impl "$WORK/reports/media-buf.txt" >"$WORK/reports/media-buf-impl.benchstat"
-"$BENCHSTAT" -filter '.name:RelayBufferSize /impl:relay' -col /buf "$WORK/reports/media-buf.txt" >"$WORK/reports/media-buf-sweep.benchstat"
-"$BENCHSTAT" -filter '-.name:RelayBufferSize' "$WORK/reports/media-buf.txt" >"$WORK/reports/media-buf-other.benchstat"
-"$BENCHSTAT" "$WORK/reports/media-small.txt" >"$WORK/reports/media-small.benchstat"
-"$BENCHSTAT" "$WORK/reports/password.txt" >"$WORK/reports/password.benchstat"
+(
+  # From the reports dir, so that benchstat labels columns by file name.
+  cd "$WORK/reports"
+  "$BENCHSTAT" -filter '.name:RelayBufferSize' -col /impl media-buf.txt >media-buf-impl.benchstat
+  "$BENCHSTAT" -filter '-.name:RelayBufferSize' media-buf.txt >media-buf-other.benchstat
+  "$BENCHSTAT" media-small.txt >media-small.benchstat
+  "$BENCHSTAT" password.txt >password.benchstat
+  {
+    echo "benchstat -filter '.name:RelayBufferSize' -col /impl media-buf.txt"
+    echo "benchstat -filter '-.name:RelayBufferSize' media-buf.txt"
+  } >>media-buf.cmd
+  echo "benchstat media-small.txt" >>media-small.cmd
+  echo "benchstat password.txt" >>password.cmd
+)
 
 echo $(($(date +%s) - START)) >"$WORK/reports/total.seconds"
 go run ./scripts/benchdoc -dir "$WORK/reports" -template scripts/benchmarks.md.tmpl \

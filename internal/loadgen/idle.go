@@ -3,6 +3,8 @@ package loadgen
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,6 +43,10 @@ type MemSnap struct {
 	Goroutines float64 `json:"goroutines"`
 	Devices    float64 `json:"devices"`     // umplug_meta_devices
 	Conns      float64 `json:"connections"` // umplug_meta_connections
+	// Steady is set when RSS had stopped moving (3 readings up to 1 s
+	// apart within 1 MiB) before this reading; false when it still moved
+	// after 60 s.
+	Steady bool `json:"steady"`
 }
 
 // Slope is (y2-y1)/(x2-x1): the growth of y per unit of x between two
@@ -117,6 +123,7 @@ func (r *IdleResult) Rows() []Row {
 		{"failures", formatCounts(r.Failures), ""},
 		{"umplug_meta_devices / _connections", fmt.Sprintf("%.0f / %.0f, then %.0f / %.0f", r.Base.Devices, r.Base.Conns, r.After.Devices, r.After.Conns), ""},
 		{"server RSS none → first → second", mib(r.Before.RSS) + " → " + mib(r.Base.RSS) + " → " + mib(r.After.RSS), ""},
+		{"RSS steady at first / second reading", fmt.Sprintf("%v / %v", r.Base.Steady, r.After.Steady), "true / true"},
 		{"RSS per idle connection (" + slope + ")", kib(r.RSSPerConn()), "≤ 2 KiB (slope 5,000 → 10,000)"},
 		{"heap in use per connection (" + slope + ")", kib(r.HeapPerConn()), ""},
 		{"stacks per connection (" + slope + ")", kib(r.StackPerConn()), ""},
@@ -290,8 +297,21 @@ func (g *gen) runIdle(ctx context.Context) (*IdleResult, error) {
 	}, nil
 }
 
-// settleAndMeasure waits Settle with the connections open, then reads the
-// server's memory; it returns the reading and how many connections are open.
+// Settling: after Settle, RSS is read every Settle (at most every second)
+// until the last
+// stableReads readings lie within stableBytes of each other, for at most
+// stableMax. The logins just before leave freed argon2 memory that the Go
+// runtime returns to the OS over seconds; a reading in the middle of that
+// would move the slope by ΔRSS/Δconnections.
+const (
+	stableReads = 3
+	stableBytes = 1 << 20
+	stableMax   = 60 * time.Second
+)
+
+// settleAndMeasure waits Settle with the connections open, then until the
+// server's RSS is steady, and reads its memory; it returns the reading and
+// how many connections are open.
 func (g *gen) settleAndMeasure(ctx context.Context, sets ...[]*rawConn) (MemSnap, int, error) {
 	n := 0
 	for _, s := range sets {
@@ -301,6 +321,60 @@ func (g *gen) settleAndMeasure(ctx context.Context, sets ...[]*rawConn) (MemSnap
 	if err := sleep(ctx, g.cfg.Settle); err != nil {
 		return MemSnap{}, 0, err
 	}
-	m, err := g.memory(ctx)
-	return m, n, err
+	if err := g.serverGC(ctx); err != nil {
+		return MemSnap{}, 0, err
+	}
+	var last []MemSnap
+	deadline := time.Now().Add(stableMax)
+	for {
+		m, err := g.memory(ctx)
+		if err != nil {
+			return MemSnap{}, 0, err
+		}
+		last = append(last, m)
+		if len(last) > stableReads {
+			last = last[1:]
+		}
+		if steady(last) || !time.Now().Before(deadline) {
+			m.Steady = steady(last)
+			return m, n, nil
+		}
+		if err := sleep(ctx, min(g.cfg.Settle, time.Second)); err != nil {
+			return MemSnap{}, 0, err
+		}
+	}
+}
+
+// serverGC makes the server collect garbage through GCURL, if set.
+func (g *gen) serverGC(ctx context.Context) error {
+	if g.cfg.GCURL == "" {
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.cfg.GCURL, nil)
+	if err != nil {
+		return fmt.Errorf("%w: gc URL: %w", ErrBadConfig, err)
+	}
+	resp, err := g.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: get %s: %w", ErrMetrics, g.cfg.GCURL, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: get %s: HTTP %s", ErrMetrics, g.cfg.GCURL, resp.Status)
+	}
+	return nil
+}
+
+// steady reports whether stableReads readings of RSS lie within
+// stableBytes of each other.
+func steady(m []MemSnap) bool {
+	if len(m) < stableReads {
+		return false
+	}
+	lo, hi := m[0].RSS, m[0].RSS
+	for _, s := range m[1:] {
+		lo, hi = min(lo, s.RSS), max(hi, s.RSS)
+	}
+	return hi-lo <= stableBytes
 }

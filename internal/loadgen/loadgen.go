@@ -106,6 +106,13 @@ type Config struct {
 	// is then read from /proc/PID/task/*/schedstat (nanoseconds) instead of
 	// /metrics' process_cpu_seconds_total (10 ms resolution).
 	PID int
+	// GCURL, when set, is fetched before each of idle's memory readings to
+	// make the server collect garbage first, e.g.
+	// http://127.0.0.1:6060/debug/pprof/heap?gc=1 with umplug serve
+	// -debug-addr 127.0.0.1:6060. Without it, how much of the argon2
+	// memory the logins just used is still garbage in the heap at a
+	// reading is luck, and it moves the slope by tens of MiB over ΔN.
+	GCURL string
 	// Settle is how long idle waits, connections open, before reading the
 	// server's memory (and after the warm-up for the baseline); default 5 s.
 	Settle time.Duration

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"errors"
 	"strings"
 	"testing"
@@ -139,6 +142,32 @@ func checkMedia(t *testing.T, r loadgen.Result) {
 	}
 	if c.Hangups != 2 {
 		t.Errorf("clean hang-ups %d/2", c.Hangups)
+	}
+}
+
+// TestIdleGCURL: with GCURL set, idle makes the server collect garbage
+// before each of its two measured readings.
+func TestIdleGCURL(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	var hits atomic.Int32
+	gc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("gc") == "1" {
+			hits.Add(1)
+		}
+	}))
+	defer gc.Close()
+	cfg := loadgen.Config{Server: s.URL, Scenario: "idle", Conns: 4, Settle: 10 * time.Millisecond, GCURL: gc.URL + "/debug/pprof/heap?gc=1", Logger: testlog.New(t)}
+	r, err := loadgen.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := hits.Load(); n != 2 {
+		t.Errorf("GC URL fetched %d times, want 2 (once per reading)", n)
+	}
+	if c := r.(*loadgen.IdleResult); c.ConnectedBase != 2 || c.Connected != 4 {
+		t.Errorf("connected %d then %d, want 2 then 4", c.ConnectedBase, c.Connected)
 	}
 }
 

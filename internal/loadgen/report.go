@@ -46,7 +46,7 @@ func (c Config) Settings() ([]Setting, error) {
 	}
 	uses := map[string][]string{
 		"calls":       {"duration", "pairs"},
-		"idle":        {"conns", "settle", "sources"},
+		"idle":        {"conns", "settle", "gc-url", "sources"},
 		"presence":    {"peers", "changes", "sources"},
 		"login-flood": {"duration", "pairs", "flood", "sources"},
 		"media":       {"duration", "pairs", "frame-bytes", "fps"},
@@ -79,6 +79,7 @@ func (c Config) Settings() ([]Setting, error) {
 	add("sources", c.Sources)
 	s = append(s, Setting{"concurrency", c.Concurrency}, Setting{"pid", c.PID})
 	add("settle", c.Settle.String())
+	add("gc-url", c.GCURL)
 	s = append(s, Setting{"timeout", c.Timeout.String()}, Setting{"prefix", c.Prefix})
 	return s, nil
 }
