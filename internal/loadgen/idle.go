@@ -267,11 +267,8 @@ func (g *gen) runIdle(ctx context.Context) (*IdleResult, error) {
 			return nil, err
 		}
 	}
-	fmt.Fprintf(g.cfg.Progress, "idle: warm-up done, settling %s for the baseline\n", g.cfg.Settle)
-	if err := sleep(ctx, g.cfg.Settle); err != nil {
-		return nil, err
-	}
-	before, err := g.memory(ctx)
+	fmt.Fprintf(g.cfg.Progress, "idle: warm-up done\n")
+	before, _, err := g.settleAndMeasure(ctx)
 	if err != nil {
 		return nil, err
 	}

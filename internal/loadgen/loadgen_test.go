@@ -146,7 +146,7 @@ func checkMedia(t *testing.T, r loadgen.Result) {
 }
 
 // TestIdleGCURL: with GCURL set, idle makes the server collect garbage
-// before each of its two measured readings.
+// before each of its three readings.
 func TestIdleGCURL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -163,8 +163,8 @@ func TestIdleGCURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := hits.Load(); n != 2 {
-		t.Errorf("GC URL fetched %d times, want 2 (once per reading)", n)
+	if n := hits.Load(); n != 3 {
+		t.Errorf("GC URL fetched %d times, want 3 (once per reading: none, first, second)", n)
 	}
 	if c := r.(*loadgen.IdleResult); c.ConnectedBase != 2 || c.Connected != 4 {
 		t.Errorf("connected %d then %d, want 2 then 4", c.ConnectedBase, c.Connected)
