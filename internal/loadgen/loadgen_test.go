@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
-	"sync/atomic"
-	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
