@@ -55,7 +55,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&c.Flood, "flood", 0, "login-flood: whoami fired at once from separate connections (default 1000)")
 	fs.Float64Var(&c.Rate, "rate", protocol.DefaultRateLimit, "messages/s each connection is paced to, under the server's per-connection limit; must be > 0 (see -unpaced)")
 	fs.BoolVar(&c.Unpaced, "unpaced", false, "no pacing: send each message once the last is answered (for a server run with -msg-rate -1); -rate is ignored")
-	fs.IntVar(&c.Sources, "sources", 0, "spread connections over loopback source addresses 127.0.0.1..127.0.0.N (default one per 10000 connections)")
+	fs.IntVar(&c.Sources, "sources", 0, "spread connections over loopback source addresses 127.0.0.1..127.0.0.N (default one per 500 connections)")
 	fs.IntVar(&c.Concurrency, "concurrency", 0, "logins in flight while connecting (default 64)")
 	fs.IntVar(&c.PID, "pid", 0, "server process id: read its CPU time from /proc (ns) instead of /metrics (10 ms), and its flags and build for the header")
 	fs.DurationVar(&c.Settle, "settle", 0, "idle: wait before each reading of server memory (default 5s), then until RSS is steady")

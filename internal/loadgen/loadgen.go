@@ -96,8 +96,10 @@ type Config struct {
 	// for a server whose per-connection limit is off (-msg-rate -1). Rate is
 	// then ignored.
 	Unpaced bool
-	// Sources spreads connections over the loopback source addresses
-	// 127.0.0.1…127.0.0.Sources; 0 means one per 10,000 connections.
+	// Sources spreads the connections of idle, presence and login-flood
+	// over the loopback source addresses 127.0.0.1…127.0.0.Sources; 0
+	// means one per connsPerSource connections, under the per-address
+	// connection caps servers apply.
 	Sources int
 	// Concurrency bounds logins in flight while connecting; default 64.
 	// The server bounds password hashing to its CPUs anyway.
@@ -184,7 +186,16 @@ func (c *Config) setDefaults() error {
 		c.Rate = protocol.DefaultRateLimit
 	}
 	if c.Sources <= 0 {
-		c.Sources = (c.Conns + 9999) / 10000
+		n := 1
+		switch c.Scenario {
+		case "idle":
+			n = c.Conns
+		case "presence":
+			n = c.Peers
+		case "login-flood":
+			n = c.Flood
+		}
+		c.Sources = max(1, (n+connsPerSource-1)/connsPerSource)
 	}
 	if c.Sources > 254 {
 		return fmt.Errorf("%w: sources %d > 254", ErrBadConfig, c.Sources)
@@ -206,6 +217,10 @@ func (c *Config) setDefaults() error {
 	}
 	return nil
 }
+
+// connsPerSource is how many connections share a source address by
+// default: half of umplug serve's default per-address cap (1,000).
+const connsPerSource = 500
 
 // Row is one line of a summary table.
 type Row struct {

@@ -82,6 +82,12 @@ func TestSettings(t *testing.T) {
 		{"idle counts", loadgen.Config{Scenario: "idle", Conns: 400}, map[string]any{
 			"conns": "200,400", "settle": "5s", "sources": 1,
 		}, []string{"pairs", "duration"}},
+		{"idle defaults: sources under per-address caps", loadgen.Config{Scenario: "idle"}, map[string]any{
+			"conns": "5000,10000", "sources": 20,
+		}, nil},
+		{"login-flood sources", loadgen.Config{Scenario: "login-flood", Flood: 1000}, map[string]any{
+			"flood": 1000, "sources": 2,
+		}, nil},
 		{"media", loadgen.Config{Scenario: "media", FPS: 30, FrameBytes: 10240}, map[string]any{
 			"pairs": 50, "fps": 30.0, "frame-bytes": 10240,
 		}, []string{"conns", "flood"}},
