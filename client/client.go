@@ -61,8 +61,8 @@ type Options struct {
 	// server pings every protocol.PingInterval); negative disables it.
 	IdleTimeout time.Duration
 	// EventBuffer bounds the events received but not yet read from Events.
-	// Zero or negative means DefaultEventBuffer. When an event arrives with the buffer
-	// full, the client closes the connection and Err reports
+	// Zero or negative means DefaultEventBuffer. When an event arrives with
+	// the buffer full, the client closes the connection and Err reports
 	// ErrEventsOverflow (see Events).
 	EventBuffer int
 }
