@@ -495,3 +495,7 @@ func (m *ServerMessage) Event() Event {
 	return Event{Type: m.Type, User: m.User, Peer: m.Peer, Tx: m.Tx, Status: m.Status,
 		Reason: m.Reason, Ticket: m.Ticket, Media: m.Media, At: m.At}
 }
+
+// HasSession reports whether the request carries a session field (whoami
+// by session rather than password).
+func (r *Request) HasSession() bool { return r.present&fSession != 0 }
