@@ -96,8 +96,8 @@ type Client struct {
 	user    string
 	device  string
 	session string // the session secret of the last Login/LoginSession/Passwd
-	err     error // why the connection ended, set once before done closes
-	closing bool  // Close was called
+	err     error  // why the connection ended, set once before done closes
+	closing bool   // Close was called
 
 	qmu       sync.Mutex // guards queue and readEnded
 	queue     []protocol.Event

@@ -206,6 +206,12 @@ func ExampleClient_MissedCalls() {
 		log.Fatal(err)
 	}
 	bob.Close()
+	for { // wait until the server saw bob leave
+		ev := waitEvent(alice, protocol.TypeStatus)
+		if ev.User == "bob" && ev.Status == protocol.StatusOffline {
+			break
+		}
+	}
 
 	_, err := alice.Call(ctx, "bob")
 	fmt.Println(errors.Is(err, &protocol.Error{Code: protocol.ErrOffline}))
