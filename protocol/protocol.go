@@ -1,4 +1,5 @@
-// Package protocol is the umplug wire contract (v1): the message types, the
+// Package protocol is the umplug wire contract (v1, plus v2 sessions and
+// missed calls): the message types, the
 // error codes, the close codes and the limits shared by the server, the Go
 // client and any third-party client. docs/protocol.md is its prose twin.
 //
@@ -13,6 +14,14 @@
 //	call     {user,peer,tx}            ->  res ok ("ringing"); callee devices <- call
 //	accept   {user,peer,tx=call's tx}  ->  res; caller <- accept; both <- force-call {peer,ticket,media}
 //	reject / cancel / unpair           ->  res; the other side <- reject / cancel / unpair
+//
+// v2 (sections 8–9 of the contract):
+//
+//	whoami   {user,session,tx}         ->  res {ok,device,session}   (no password hashing)
+//	passwd   {user,password,new,tx}    ->  res {ok,session}; the user's other connections close 1008
+//	logout   {user,tx}                 ->  res {ok}   (this connection's session is revoked)
+//	missed-calls {user,clear?,tx}      ->  res {ok,calls:[{user,at,reason}]} newest first
+//	                                   <-  missed-call {user,peer,at,reason}   (to the callee's devices)
 //
 // Message flow on /media: the device sends {type:"media",ticket}; when both
 // devices of the pair are there, each gets {type:"paired",peer}; then binary
