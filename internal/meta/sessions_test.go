@@ -433,3 +433,32 @@ func TestMissedCallsCapped(t *testing.T) {
 		t.Fatalf("kept %v .. %v; want the newest 100 up to %v", oldest, newest, ts.clk.Now())
 	}
 }
+
+// TestMissedCallOnShutdown: a call still ringing when the server shuts down
+// is a missed call, written before Shutdown returns (the store is closed
+// right after).
+func TestMissedCallOnShutdown(t *testing.T) {
+	ts := newTestServer(t, map[string][]string{"alice": {"bob"}, "bob": {"alice"}})
+	alice, bob := ts.login(t, "alice"), ts.login(t, "bob")
+	if m := alice.do(`{"type":"call","user":"alice","peer":"bob"}`); !m.OK {
+		t.Fatal(m.Error)
+	}
+	bob.next(func(m protocol.ServerMessage) bool { return m.Type == protocol.TypeCall })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() { // the pipe connections never close by themselves
+		<-bob.p.closed
+		bob.x.Close()
+	}()
+	go func() {
+		<-alice.p.closed
+		alice.x.Close()
+	}()
+	if err := ts.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l, err := ts.st.MissedCalls(context.Background(), "bob", false)
+	if err != nil || len(l) != 1 || l[0].Reason != protocol.ReasonShutdown {
+		t.Fatalf("missed calls after shutdown: %+v, %v", l, err)
+	}
+}
