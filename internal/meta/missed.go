@@ -204,7 +204,7 @@ var missedReasons = map[string]bool{
 	protocol.ReasonShutdown:     true,
 }
 
-// recordMissedLocked records a missed call from caller for callee, decided
+// recordMissed records a missed call from caller for callee, decided
 // now. The caller holds s.mu (or nothing): it only queues.
 func (s *Server) recordMissed(caller, callee, reason string) {
 	if !missedReasons[reason] {

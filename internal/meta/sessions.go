@@ -98,7 +98,7 @@ func (x *Session) whoamiSession(req *protocol.Request) {
 	x.installWith(ctx, req, "", &sessionLogin{hash: sessionHash(req.Session), try: try})
 }
 
-// checkSessionLocked checks a session login; the caller holds the user's
+// checkSession checks a session login; the caller holds the user's
 // lock. It settles the login attempt and, when it returns false, has
 // answered req.
 func (x *Session) checkSession(ctx context.Context, req *protocol.Request, sl *sessionLogin) (store.Session, bool) {
