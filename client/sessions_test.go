@@ -118,3 +118,41 @@ func TestMissedCallEvent(t *testing.T) {
 		t.Fatalf("MissedCalls = %+v, %v", calls, err)
 	}
 }
+
+// TestBadSessionAnswersLikeWrongPassword: over real sockets, a forged and a
+// truncated session get exactly the wrong password's error and reason.
+func TestBadSessionAnswersLikeWrongPassword(t *testing.T) {
+	srv := servertest.Start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dial := func() *client.Client {
+		c, err := client.Dial(ctx, srv.URL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a := dial()
+	if err := a.Register(ctx, "alice", "sesameopen"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Login(ctx, "alice", "sesameopen"); err != nil {
+		t.Fatal(err)
+	}
+	_, wrong := dial().Login(ctx, "alice", "not-the-password")
+	var want *protocol.Error
+	if !errors.As(wrong, &want) || want.Code != protocol.ErrAuthFailed {
+		t.Fatalf("wrong password: %v", wrong)
+	}
+	for name, sess := range map[string]string{
+		"forged":    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+		"truncated": a.Session()[:21],
+	} {
+		_, err := dial().LoginSession(ctx, "alice", sess)
+		var got *protocol.Error
+		if !errors.As(err, &got) || got.Code != want.Code || got.Reason != want.Reason {
+			t.Fatalf("%s session: %v; want exactly %v", name, err, want)
+		}
+	}
+}
