@@ -166,27 +166,46 @@ func (w *bgWriter) round(missed map[string][]store.MissedCall, order []string, t
 			s.log.Warn("could not record a session's last use", "err", err)
 		}
 	}
+	// Callees are written in parallel (bounded) so that Pebble's group
+	// commit merges their fsyncs: a round costs about one fsync however
+	// many callees it holds (a shutdown ending thousands of ringing calls).
+	sem := make(chan struct{}, appendParallel)
+	var wg sync.WaitGroup
 	for _, callee := range order {
-		list := missed[callee]
-		err := s.cfg.Store.AppendMissedCalls(ctx, callee, list, protocol.MaxMissedCalls)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			continue // the callee was deleted meanwhile
-		case err != nil:
-			s.log.Error("could not record missed calls", "callee", callee, "calls", len(list), "err", err)
-			continue
-		}
-		s.mu.Lock()
-		if us := s.users[callee]; us != nil {
-			for _, mc := range list {
-				b := encodeEvent(protocol.Event{Type: protocol.TypeMissedCall, User: mc.User, Peer: callee,
-					At: formatAt(mc.At), Reason: mc.Reason})
-				for _, d := range us.devices {
-					d.send(b)
-				}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			w.appendAndTell(ctx, callee, missed[callee])
+		})
+	}
+	wg.Wait()
+}
+
+// appendParallel bounds the concurrent missed-call appends of one round.
+const appendParallel = 32
+
+// appendAndTell makes callee's new missed calls durable, then tells the
+// callee's online devices.
+func (w *bgWriter) appendAndTell(ctx context.Context, callee string, list []store.MissedCall) {
+	s := w.s
+	err := s.cfg.Store.AppendMissedCalls(ctx, callee, list, protocol.MaxMissedCalls)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return // the callee was deleted meanwhile
+	case err != nil:
+		s.log.Error("could not record missed calls", "callee", callee, "calls", len(list), "err", err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if us := s.users[callee]; us != nil {
+		for _, mc := range list {
+			b := encodeEvent(protocol.Event{Type: protocol.TypeMissedCall, User: mc.User, Peer: callee,
+				At: formatAt(mc.At), Reason: mc.Reason})
+			for _, d := range us.devices {
+				d.send(b)
 			}
 		}
-		s.mu.Unlock()
 	}
 }
 
