@@ -9,7 +9,8 @@
 //	defer c.Close()
 //	if _, err := c.Login(ctx, "alice", password); err != nil { … }
 //	if _, err := c.Call(ctx, "bob"); err != nil { … } // ok means ringing
-//	for ev := range c.Events() {  // status, call, accept, reject, cancel, unpair, force-call
+//	session := c.Session() // later: c2.LoginSession(ctx, "alice", session), no password
+//	for ev := range c.Events() {  // status, call, accept, reject, cancel, unpair, force-call, missed-call
 //		if ev.Type == protocol.TypeForceCall {
 //			m, err := c.Media(ctx, ev) // the media relay of this call
 //			<-m.Paired()
@@ -107,8 +108,9 @@ type Client struct {
 	pending map[protocol.Tx][]chan *protocol.Response
 	user    string
 	device  string
-	err     error // why the connection ended, set once before done closes
-	closing bool  // Close was called
+	session string // the session secret of the last Login/LoginSession/Passwd
+	err     error  // why the connection ended, set once before done closes
+	closing bool   // Close was called
 
 	qmu       sync.Mutex       // guards queue and readEnded
 	queue     []protocol.Event // received, not yet read from Events; at most maxEvents
@@ -384,7 +386,7 @@ func (c *Client) pump() {
 }
 
 // Events returns the server-initiated messages (status, call, accept,
-// reject, cancel, unpair, force-call) in arrival order. None is dropped
+// reject, cancel, unpair, force-call, missed-call) in arrival order. None is dropped
 // silently: they queue until read, up to Options.EventBuffer (default
 // DefaultEventBuffer). An event arriving with the queue full ends the
 // connection (a close 1001 "events not read" to the server, which then
@@ -646,18 +648,84 @@ func (c *Client) Register(ctx context.Context, user, password string, peers ...s
 }
 
 // Login identifies this connection as user (whoami) and returns the device
-// id the server assigned. Later requests carry user.
+// id the server assigned. Later requests carry user. The server also gives
+// a session (Session), with which LoginSession identifies a later
+// connection without the password.
 func (c *Client) Login(ctx context.Context, user, password string) (device string, err error) {
-	r, err := c.request(ctx, map[string]any{
-		"type": protocol.TypeWhoami, "user": user, "password": password,
-	})
+	return c.login(ctx, user, map[string]any{"type": protocol.TypeWhoami, "user": user, "password": password})
+}
+
+// LoginSession identifies this connection as user with a session from an
+// earlier Login (no password, no password hashing on the server). An
+// unknown, expired or revoked session fails with protocol.ErrAuthFailed,
+// like a wrong password: log in with the password then.
+func (c *Client) LoginSession(ctx context.Context, user, session string) (device string, err error) {
+	return c.login(ctx, user, map[string]any{"type": protocol.TypeWhoami, "user": user, "session": session})
+}
+
+func (c *Client) login(ctx context.Context, user string, msg map[string]any) (string, error) {
+	r, err := c.request(ctx, msg)
 	if err != nil {
 		return "", err
 	}
 	c.mu.Lock()
-	c.user, c.device = user, r.Device
+	c.user, c.device, c.session = user, r.Device, r.Session
 	c.mu.Unlock()
 	return r.Device, nil
+}
+
+// Session returns the session secret the server gave this connection
+// (at Login, LoginSession or Passwd), or "". It identifies the user without
+// the password until it expires (30 days after its last use by default) or
+// is revoked (Logout, a password change): keep it as secret as a password.
+func (c *Client) Session() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.session
+}
+
+// Passwd changes the user's password from current to newPassword. The
+// server revokes every session of the user, closes the user's other
+// connections, and gives this connection a new session (Session).
+func (c *Client) Passwd(ctx context.Context, current, newPassword string) error {
+	r, err := c.userRequest(ctx, protocol.TypePasswd, map[string]any{"password": current, "new": newPassword})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.session = r.Session
+	c.mu.Unlock()
+	return nil
+}
+
+// Logout revokes this connection's session on the server; the connection
+// stays identified until it is closed.
+func (c *Client) Logout(ctx context.Context) error {
+	if _, err := c.userRequest(ctx, protocol.TypeLogout, nil); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.session = ""
+	c.mu.Unlock()
+	return nil
+}
+
+// MissedCalls returns the user's missed calls, newest first; with clear the
+// server empties the list after returning it. While the user is online,
+// each new missed call also arrives on Events as a protocol.TypeMissedCall
+// event (User: the caller, At, Reason).
+func (c *Client) MissedCalls(ctx context.Context, clear bool) ([]protocol.MissedCall, error) {
+	r, err := c.userRequest(ctx, protocol.TypeMissedCalls, map[string]any{"clear": clear})
+	if err != nil {
+		return nil, err
+	}
+	calls := []protocol.MissedCall{}
+	if len(r.Calls) > 0 {
+		if err := json.Unmarshal(r.Calls, &calls); err != nil {
+			return nil, fmt.Errorf("client: decode missed calls: %w", err)
+		}
+	}
+	return calls, nil
 }
 
 // AddPeers adds peers to the user's list. Unknown names fail the whole call

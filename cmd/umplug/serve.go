@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/user-media-plug/umplug/internal/admin"
 	"github.com/user-media-plug/umplug/internal/meta"
 	"github.com/user-media-plug/umplug/internal/server"
 	"github.com/user-media-plug/umplug/internal/store"
@@ -41,6 +42,7 @@ type serveConfig struct {
 	trustedProxies  string
 	publicURL       string
 	allowedHosts    string
+	sessionTTL      time.Duration
 }
 
 // envOr returns the environment variable's value, or def.
@@ -104,6 +106,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.trustedProxies, "trusted-proxies", envOr("UMPLUG_TRUSTED_PROXIES", ""), "comma-separated CIDRs or addresses of reverse proxies whose X-Forwarded-For gives the client address (env UMPLUG_TRUSTED_PROXIES)")
 	fs.StringVar(&c.publicURL, "public-url", envOr("UMPLUG_PUBLIC_URL", ""), "URL clients use, e.g. https://calls.example.com; its host is an allowed Host (env UMPLUG_PUBLIC_URL)")
 	fs.StringVar(&c.allowedHosts, "allowed-hosts", envOr("UMPLUG_ALLOWED_HOSTS", ""), "comma-separated other host names (name, name:port, *.domain) accepted in the Host header; IP addresses and localhost always are (env UMPLUG_ALLOWED_HOSTS)")
+	fs.DurationVar(&c.sessionTTL, "session-ttl", envDuration("UMPLUG_SESSION_TTL", 30*24*time.Hour), "a login session expires this long after its last use (env UMPLUG_SESSION_TTL)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -166,6 +169,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 			RegistrationsPerAddr: c.regsPerMinute,
 			RateLimit:            c.msgRate,
 			RateBurst:            c.msgBurst,
+			SessionTTL:           c.sessionTTL,
 		},
 		AllowedOrigins:  splitList(c.allowedOrigins),
 		Logger:          log,
@@ -177,6 +181,14 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	if err != nil {
 		return err
+	}
+	// The admin socket lets `umplug user passwd` change a password while
+	// this server holds the store (and revoke sessions, close connections).
+	adm, err := admin.Listen(c.data, srv.Meta(), log.With("part", "admin"))
+	if err != nil {
+		log.Warn("no admin socket: `umplug user passwd` cannot reach this server", "err", err)
+	} else {
+		defer adm.Close()
 	}
 	if c.debugAddr != "" {
 		dln, err := net.Listen("tcp", c.debugAddr)
@@ -221,6 +233,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
+	if adm != nil {
+		_ = adm.Close() // no admin command may reach a store being closed
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
 	// Phases (server.Shutdown): stop accepting, tell devices, media, HTTP.
