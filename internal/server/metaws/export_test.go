@@ -1,0 +1,12 @@
+package metaws
+
+// NewGoroutineLoop returns a Loop that serves every connection with a
+// goroutine of its own, as for TLS: tests run both modes.
+func NewGoroutineLoop(cfg Config) *Loop {
+	l := New(cfg)
+	l.noPoll = true
+	return l
+}
+
+// Queued reports the bytes handed to the socket layer and not yet written.
+func (c *Conn) Queued() int64 { return c.queued.Load() }
