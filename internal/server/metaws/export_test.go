@@ -10,3 +10,7 @@ func NewGoroutineLoop(cfg Config) *Loop {
 
 // Queued reports the bytes handed to the socket layer and not yet written.
 func (c *Conn) Queued() int64 { return c.queued.Load() }
+
+// OnPartial makes l call f at each start (true) and end of an unfinished
+// frame or message; set it before serving.
+func (l *Loop) OnPartial(f func(bool)) { l.onPartial = f }

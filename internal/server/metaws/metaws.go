@@ -110,6 +110,9 @@ type Loop struct {
 	up     *websocket.Upgrader
 	eng    *nbhttp.Engine // the poller; nil: a goroutine per connection
 	noPoll bool           // tests: serve TCP with goroutines too
+	// onPartial, for tests, sees each start (true) and end of an
+	// unfinished frame or message.
+	onPartial func(bool)
 }
 
 // New returns a Loop. If nbio's engine cannot start (no epoll), every
@@ -331,7 +334,7 @@ func (l *Loop) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
 	nbc.Lock()
 	nbc.Unlock() //nolint:staticcheck // an empty critical section on purpose
 	if err := l.eng.AddTransferredConn(nbc); err != nil {
-		c.end()
+		c.endNow()
 		return nil, fmt.Errorf("metaws: to poller: %w", err)
 	}
 	return c, nil
@@ -536,6 +539,9 @@ func (c *Conn) finish() {
 // setPartial records the start or end of an unfinished frame or message,
 // pulling the timer in to its deadline.
 func (c *Conn) setPartial(p bool) {
+	if c.l.onPartial != nil {
+		c.l.onPartial(p)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !p {
@@ -562,7 +568,7 @@ func (c *Conn) tick() {
 	case stateClosing, stateDraining:
 		if t >= c.closeBy {
 			c.mu.Unlock()
-			c.end()
+			c.endNow()
 			return
 		}
 		c.resetLocked(t, c.closeBy)
@@ -574,7 +580,7 @@ func (c *Conn) tick() {
 	if t-last >= int64(cfg.IdleTimeout) {
 		c.mu.Unlock()
 		c.l.log.Debug("idle timeout", "remote", c.nc.RemoteAddr())
-		c.end() // a dead peer: no close frame
+		c.endNow() // a dead peer: no close frame
 		return
 	}
 	if ps := c.partialSince; ps != 0 && t-ps >= int64(cfg.FrameTimeout) {
@@ -609,16 +615,25 @@ func (c *Conn) resetLocked(t, at int64) {
 // taken yet is dropped; in goroutine mode a running writer finishes its
 // queue first (bounded by WriteTimeout), so that a close frame queued just
 // before is sent.
-func (c *Conn) end() {
+func (c *Conn) end() { c.endWith(false) }
+
+// endNow closes the socket at once, dropping unwritten bytes in goroutine
+// mode too: for peers that are dead or out of time.
+func (c *Conn) endNow() { c.endWith(true) }
+
+func (c *Conn) endWith(now bool) {
 	c.mu.Lock()
 	if c.state.Load() == stateEnded {
 		c.mu.Unlock()
+		if now {
+			c.nc.Close()
+		}
 		return
 	}
 	c.state.Store(stateEnded)
 	c.timer.Stop()
 	c.mu.Unlock()
-	if c.nbc == nil {
+	if c.nbc == nil && !now {
 		c.wmu.Lock()
 		if c.writing {
 			c.closeAfter = true
@@ -652,7 +667,7 @@ func (c *Conn) closeWith(st uint32, code int, reason string) {
 	c.resetLocked(t, c.closeBy)
 	c.mu.Unlock()
 	if err := c.sendRaw(appendFrame(nil, opClose, closeBody(code, reason))); err != nil {
-		c.end() // the peer will never see it: do not wait for an answer
+		c.endNow() // the peer will never see it: do not wait for an answer
 	}
 }
 
@@ -748,8 +763,7 @@ func (c *Conn) writeLoop() {
 			c.wmu.Lock()
 			c.wq, c.writing = nil, false
 			c.wmu.Unlock()
-			c.end()
-			c.nc.Close()
+			c.endNow()
 			return
 		}
 	}

@@ -79,8 +79,13 @@ var modes = []struct {
 }
 
 func start(t testing.TB, newLoop func(metaws.Config) *metaws.Loop, cfg metaws.Config) *server {
-	l := newLoop(cfg)
-	s := &server{conns: make(chan *echo, 100)}
+	return serve(t, newLoop(cfg), 100)
+}
+
+// serve serves l on a loopback port; up to backlog connections may wait to
+// be taken with next.
+func serve(t testing.TB, l *metaws.Loop, backlog int) *server {
+	s := &server{conns: make(chan *echo, backlog)}
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := l.Upgrade(w, r)
 		if err != nil {
