@@ -18,12 +18,12 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/user-media-plug/umplug/internal/server/metaws"
-	"github.com/user-media-plug/umplug/internal/server/wsloop"
 )
 
 // TestMeasureIdle measures what an idle upgraded /meta connection costs the
-// server, as the slope between two connection counts, for each transport in
-// the same run. The server runs in a child process (this test binary
+// server, as the slope between two connection counts. (At commit 170402b it
+// also measured the previous transport, wsloop, in the same run: see
+// docs/architecture.md.) The server runs in a child process (this test binary
 // re-executed), so the client's sockets and buffers are not counted. It is a
 // measurement, not a test: run it by hand, once, with
 //
@@ -50,7 +50,7 @@ func TestMeasureIdle(t *testing.T) {
 	if len(counts) != 2 || counts[0] >= counts[1] {
 		t.Fatal("METAWS_MEASURE wants two increasing counts")
 	}
-	for _, kind := range []string{"wsloop", "metaws"} {
+	for _, kind := range []string{"metaws"} {
 		t.Run(kind, func(t *testing.T) { measureKind(t, kind, counts) })
 	}
 }
@@ -132,16 +132,6 @@ func measureServe() {
 	open := make(chan struct{}, 1<<16)
 	var h http.HandlerFunc
 	switch kind {
-	case "wsloop":
-		l := wsloop.New(wsloop.Config{})
-		h = func(w http.ResponseWriter, r *http.Request) {
-			c, err := l.Upgrade(w, r)
-			if err != nil {
-				return
-			}
-			c.Start(nopHandler{})
-			open <- struct{}{}
-		}
 	case "metaws":
 		l := metaws.New(metaws.Config{})
 		h = func(w http.ResponseWriter, r *http.Request) {
