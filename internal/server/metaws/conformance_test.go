@@ -145,12 +145,14 @@ func dialRaw(t *testing.T, s *server, n int) ([]net.Conn, []*bufio.Reader, []*ec
 func waitGoroutines(t *testing.T, max int) int {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		n := runtime.NumGoroutine()
 		if n <= max || time.Now().After(deadline) {
 			return n
 		}
-		runtime.Gosched()
+		<-tick.C
 	}
 }
 
@@ -176,7 +178,9 @@ func TestPartialFrames(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := metaws.Config{FrameTimeout: 300 * time.Millisecond, CloseGrace: 100 * time.Millisecond}
+			// The frame deadline outlasts the workers' idle time (1 s): the
+			// goroutine count is taken while every partial frame waits.
+			cfg := metaws.Config{FrameTimeout: 3 * time.Second, CloseGrace: 100 * time.Millisecond}
 			l := metaws.New(cfg)
 			partial := make(chan bool, 2*n)
 			l.OnPartial(func(p bool) { partial <- p })
@@ -206,8 +210,17 @@ func TestPartialFrames(t *testing.T) {
 					t.Fatal("not every partial frame was seen")
 				}
 			}
-			g1 := runtime.NumGoroutine()
+			// Workers that read the bytes exit once idle; nothing waits on
+			// a partial frame.
+			g1 := waitGoroutines(t, g0+10)
 			h1 := heapAlloc()
+			for i, e := range es {
+				select {
+				case <-e.closed:
+					t.Fatalf("connection %d closed before the frame deadline", i)
+				default:
+				}
+			}
 			t.Logf("%d partial frames: %+d goroutines, %+d bytes of heap", n, g1-g0, h1-h0)
 			if g1-g0 > 10 {
 				t.Errorf("%d partial frames added %d goroutines", n, g1-g0)

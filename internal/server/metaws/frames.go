@@ -1,19 +1,15 @@
 package metaws
 
-// tracker follows frame boundaries on the raw byte stream of a connection,
-// ahead of nbio's parser. It holds at most a frame header (14 bytes) and a
-// few counters, never payload. It exists for what nbio does not do the way
-// the contract wants:
-//   - knowing whether bytes of an unfinished frame or message are pending,
-//     for the frame deadline (Config.FrameTimeout);
-//   - refusing, when a header is complete and before nbio buffers its
-//     payload, what RFC 6455 or the contract forbid: unmasked client frames
-//     (nbio accepts them), reserved bits and opcodes, bad fragmentation and
-//     control frames (nbio hangs up without a close frame), 64-bit lengths
-//     with the top bit set (nbio waits forever), a 1-byte close payload,
-//     binary messages (1003) and messages over the size limit (1009);
-//   - seeing frame ends, so that bytes are handed to nbio one frame at a
-//     time and nothing after a close decision reaches it.
+// tracker parses the raw byte stream of a connection incrementally: it
+// holds at most a frame header (14 bytes) and a few counters, and hands back
+// the payload bytes of each read as they arrive, so that a frame costs the
+// bytes received so far, never a buffer of its declared length. It refuses,
+// as soon as a header is complete, what RFC 6455 and the contract forbid:
+// unmasked client frames, reserved bits and opcodes, bad fragmentation,
+// fragmented or long control frames, 64-bit lengths with the top bit set, a
+// 1-byte close payload, binary messages (1003) and messages over the size
+// limit (1009). It also tells whether an unfinished frame or message is
+// pending, for the frame deadline (Config.FrameTimeout).
 type tracker struct {
 	max int64 // message size limit
 
@@ -23,6 +19,8 @@ type tracker struct {
 	remain  int64 // payload bytes still to come in the current frame
 	op      byte
 	fin     bool
+	key     [4]byte // masking key of the current frame
+	pos     int64   // payload bytes of the current frame consumed so far
 
 	inMsg  bool  // a data message is unfinished (a non-final frame was seen)
 	msgOp  byte  // its opcode (text or binary)
@@ -52,12 +50,15 @@ const (
 
 // step is what one call to tracker.step found.
 type step struct {
-	done   bool // the current frame ended within this step
-	op     byte // the frame's opcode (valid once its header is complete)
-	empty  bool // done, and a text message of zero bytes ended with it
-	code   int  // non-zero: refuse with this close code
-	reason string
-	fatal  bool // framing is lost or the frame must not be parsed at all
+	done    bool   // the current frame ended within this step
+	op      byte   // the frame's opcode (valid once its header is complete)
+	fin     bool   // the frame is final
+	payload []byte // payload bytes in this step, still masked (a sub-slice of the input)
+	off     int64  // offset of payload[0] in the frame's payload, for unmasking
+	empty   bool   // done, and a text message of zero bytes ended with it
+	code    int    // non-zero: refuse with this close code
+	reason  string
+	fatal   bool // framing is lost or the frame must not be parsed at all
 }
 
 // partial reports whether bytes of an unfinished frame, or an unfinished
@@ -99,10 +100,12 @@ func (t *tracker) step(b []byte) (n int, s step) {
 			return n, s
 		}
 	}
-	s.op = t.op
+	s.op, s.fin = t.op, t.fin
 	k := min(int64(len(b)-n), t.remain)
+	s.payload, s.off = b[n:n+int(k)], t.pos
 	n += int(k)
 	t.remain -= k
+	t.pos += k
 	if t.remain == 0 {
 		s.done = true
 		if t.op < opClose && t.fin {
@@ -171,8 +174,27 @@ func (t *tracker) begin() step {
 		t.msgLen += length
 		t.inMsg = true // until its final frame ends
 	}
-	t.inFrame, t.remain, t.op, t.fin = true, length, op, fin
+	t.inFrame, t.remain, t.op, t.fin, t.pos = true, length, op, fin, 0
+	copy(t.key[:], h[len(h)-4:])
 	return s
+}
+
+// unmask unmasks p, found at offset off of the current frame's payload.
+func (t *tracker) unmask(p []byte, off int64) {
+	for i := range p {
+		p[i] ^= t.key[(off+int64(i))&3]
+	}
+}
+
+// validCloseCode reports whether a peer may send code in a close frame
+// (RFC 6455 7.4 and the IANA registry): 1004-1006 and 1015 are reserved for
+// reporting, below 1000 and 1016-2999 are unassigned.
+func validCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014, code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
 }
 
 // appendFrame appends one final, unmasked server frame.

@@ -1,37 +1,43 @@
 // Package metaws is the /meta WebSocket transport: connections that are idle
-// nearly all the time, served by github.com/lesismal/nbio's event loop
-// without a goroutine or a read buffer per connection.
+// nearly all the time, served without a goroutine or a read buffer per
+// connection, and whose half-sent frames cost only the bytes sent.
 //
-// net/http's server does the HTTP part. Upgrade uses nbio's websocket
-// Upgrader for the handshake, then moves the socket to nbio's poller
-// (nbio.NBConn + nbhttp.Engine.AddTransferredConn): from then on the poller
-// reads whatever arrived and nbio's parser, which keeps only the bytes
-// received so far, assembles frames and messages. Messages are handled on
-// the poller's goroutine. A partial frame therefore costs the bytes that
-// arrived, not a goroutine or a buffer of the declared size.
+// net/http's server does the HTTP part and gobwas/ws the handshake. Then, on
+// Linux, the socket's fd goes into one process-wide epoll poller (armed
+// one-shot, with a generation number so that an event for a closed fd that
+// was reused is dropped). When a connection is readable a pooled worker
+// goroutine reads what arrived without blocking, parses it incrementally
+// (frames.go: a header of at most 14 bytes is held, payload bytes are
+// unmasked into the message being assembled as they arrive), calls the
+// handler for each complete message, and re-arms the fd. An idle
+// connection therefore costs its socket, a small struct and a timer; a
+// connection that sent one byte of a frame costs that byte.
 //
-// What is ours, around nbio:
-//   - a frame-boundary tracker on the raw bytes (frames.go) that refuses,
-//     as soon as a header is complete, what RFC 6455 and the contract forbid
-//     (with a close frame and the right code) and tells when bytes of an
-//     unfinished frame or message are pending;
+// What the transport enforces (RFC 6455 and the contract):
+//   - refusals as soon as a header is complete, with a close frame: 1002
+//     for protocol errors (unmasked client frame, reserved bits or opcode,
+//     bad fragmentation or control frame, impossible length, bad close
+//     payload or code), 1003 for binary, 1009 above the size limit; 1007
+//     for text (or a close reason) that is not UTF-8;
 //   - liveness from the last byte received (ping every PingInterval, dead
-//     after IdleTimeout of silence) and a deadline for completing a frame or
-//     a fragmented message (FrameTimeout, close 1008), on one runtime timer
-//     per connection;
-//   - close codes: 1007 for invalid UTF-8 (nbio says 1002), 1003 for binary,
-//     1009 above the size limit, the close handshake with a grace period;
-//   - a non-blocking write path with a per-connection byte bound (slow
-//     consumers are closed with 1008), batching several frames in one write.
+//     after IdleTimeout of silence) and a deadline for completing a frame
+//     or a fragmented message (FrameTimeout, close 1008), on one runtime
+//     timer per connection;
+//   - the close handshake with a grace period;
+//   - writes that never block: a non-blocking write of what the socket
+//     takes, the rest queued for a writer goroutine that exists only while
+//     a queue exists, bounded by MaxWriteBufferBytes (a slow consumer is
+//     closed with 1008).
 //
-// Connections whose socket is not a *net.TCPConn (TLS from net/http's
-// server) cannot move to the poller: each gets a reading goroutine, with the
-// same frame handling and a queued writer (nbio's "blocking mode" idea, our
-// implementation).
+// Connections that expose no fd (TLS from net/http's server), and every
+// connection on platforms without epoll, get a reading goroutine each, with
+// the same parsing.
+//
+// github.com/lesismal/nbio was tried for this (issue 8) and measured; see
+// docs/architecture.md for why this package does not use it.
 package metaws
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -40,14 +46,11 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
-	"github.com/lesismal/nbio"
-	"github.com/lesismal/nbio/logging"
-	"github.com/lesismal/nbio/mempool"
-	"github.com/lesismal/nbio/nbhttp"
-	"github.com/lesismal/nbio/nbhttp/websocket"
+	"github.com/gobwas/ws"
 )
 
 // Config configures a Loop. Zero values mean the stated defaults.
@@ -73,9 +76,8 @@ type Config struct {
 	// close frame; input is read and discarded meanwhile, so that the peer
 	// receives the close frame instead of a reset. Default 2 s.
 	CloseGrace time.Duration
-	// WriteTimeout bounds one socket write of the handshake and, for
-	// connections served by a goroutine (TLS), of queued frames; default
-	// 10 s. Writes on the poller never block.
+	// WriteTimeout bounds the handshake write and each write of the queue's
+	// writer goroutine (for a peer that stopped reading); default 10 s.
 	WriteTimeout time.Duration
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
@@ -84,12 +86,14 @@ type Config struct {
 // Handler receives one connection's messages.
 type Handler interface {
 	// Handle is called for each complete, valid UTF-8 text message, in
-	// order, never concurrently for one connection, on the event loop: it
-	// must not block. msg is the handler's to keep.
+	// order, never concurrently for one connection, on the goroutine that
+	// read it: it must not block. msg is the handler's to keep.
 	Handle(msg []byte)
 	// Close is called exactly once when the connection has ended (read
 	// error, peer's close frame, idle or frame timeout, close grace over).
 	// It is never called while Handle runs, and Handle is not called after.
+	// It is called from the transport's own goroutines, never from within
+	// WriteText, WriteTexts or Close.
 	Close()
 }
 
@@ -103,20 +107,19 @@ var (
 )
 
 // Loop upgrades and serves connections. It is safe for concurrent use and
-// needs no closing: nbio's engine is shared by every Loop of the process.
+// needs no closing: the epoll poller is shared by every Loop of the process.
 type Loop struct {
-	cfg    Config
-	log    *slog.Logger
-	up     *websocket.Upgrader
-	eng    *nbhttp.Engine // the poller; nil: a goroutine per connection
-	noPoll bool           // tests: serve TCP with goroutines too
+	cfg Config
+	log *slog.Logger
+	up  ws.HTTPUpgrader
+	p   *poller // nil: a goroutine per connection
 	// onPartial, for tests, sees each start (true) and end of an
 	// unfinished frame or message.
 	onPartial func(bool)
 }
 
-// New returns a Loop. If nbio's engine cannot start (no epoll), every
-// connection gets a goroutine.
+// New returns a Loop. If the platform has no poller it falls back to a
+// goroutine per connection.
 func New(cfg Config) *Loop {
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 25 * time.Second
@@ -142,85 +145,13 @@ func New(cfg Config) *Loop {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	l := &Loop{cfg: cfg, log: cfg.Logger}
-	parser, err := sharedEngine()
+	l := &Loop{cfg: cfg, log: cfg.Logger, up: ws.HTTPUpgrader{Timeout: cfg.WriteTimeout}}
+	p, err := sharedPoller()
 	if err != nil {
-		l.log.Warn("no nbio poller; serving each WebSocket with a goroutine", "err", err)
-	} else {
-		l.eng = parser
+		l.log.Warn("no epoll poller; serving each WebSocket with a goroutine", "err", err)
 	}
-
-	u := websocket.NewUpgrader()
-	u.CheckOrigin = func(*http.Request) bool { return true } // the server checks it first
-	u.HandshakeTimeout = cfg.WriteTimeout
-	u.KeepaliveTime = 0 // liveness is ours: no per-connection nbio deadline timers
-	u.MessageLengthLimit = int(cfg.MaxMessageBytes)
-	u.BlockingModAsyncWrite = false
-	u.BlockingModHandleRead = false
-	u.ReleasePayload = false // messages are the handler's to keep
-	u.Engine = parser
-	// Every callback finds our Conn in the nbio Conn's session. They run
-	// inside Parse, on the goroutine that holds the Conn's rmu.
-	u.OnMessage(func(ws *websocket.Conn, mt websocket.MessageType, b []byte) {
-		if c, ok := ws.Session().(*Conn); ok {
-			c.onMessage(mt, b)
-		}
-	})
-	u.SetPingHandler(func(ws *websocket.Conn, data string) {
-		if c, ok := ws.Session().(*Conn); ok && c.state.Load() == stateOpen {
-			c.sendRaw(appendFrame(nil, opPong, []byte(data)))
-		}
-	})
-	u.SetPongHandler(func(*websocket.Conn, string) {}) // any byte counts as life
-	u.SetCloseHandler(func(ws *websocket.Conn, code int, reason string) {
-		if c, ok := ws.Session().(*Conn); ok {
-			c.onPeerClose(code, reason)
-		}
-	})
-	u.OnClose(func(ws *websocket.Conn, err error) {
-		if c, ok := ws.Session().(*Conn); ok {
-			c.finish()
-		}
-	})
-	l.up = u
+	l.p = p
 	return l
-}
-
-var (
-	engOnce sync.Once
-	theEng  *nbhttp.Engine
-	engErr  error
-)
-
-// sharedEngine starts the process's nbio engine on first use: its pollers
-// (runtime.NumCPU()/4, at least one goroutine each) live as long as the
-// process, like net/http's own netpoller. The engine is returned even if it
-// could not start (err set): its parser settings still apply.
-func sharedEngine() (*nbhttp.Engine, error) {
-	engOnce.Do(func() {
-		logging.SetLevel(logging.LevelError)
-		e := nbhttp.NewEngine(nbhttp.Config{
-			Name: "umplug-meta",
-			// Exact-size buffers that grow with the bytes received (nbio's
-			// default pool hands out 1 KiB and up, and keeps grown buffers).
-			BodyAllocator:     mempool.NewSTD(),
-			SupportServerOnly: true,
-		})
-		// Text is checked by us, to answer 1007 (nbio would send 1002).
-		e.CheckUtf8 = func([]byte) bool { return true }
-		e.Engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
-			if ws, ok := nc.Session().(*websocket.Conn); ok {
-				if c, ok := ws.Session().(*Conn); ok {
-					c.queued.Add(-int64(n))
-				}
-			}
-		})
-		theEng = e
-		if err := e.Start(); err != nil {
-			engErr = fmt.Errorf("metaws: nbio engine: %w", err)
-		}
-	})
-	return theEng, engErr
 }
 
 // epoch makes now monotonic.
@@ -240,48 +171,37 @@ const (
 // a meta.Conn.
 type Conn struct {
 	l   *Loop
-	nc  net.Conn        // the socket: *nbio.Conn, or the hijacked conn (goroutine mode)
-	nbc *nbio.Conn      // nil in goroutine mode
-	ws  *websocket.Conn // nbio's parser for this connection
+	nc  net.Conn
+	rc  syscall.RawConn // non-blocking reads and writes; nil: goroutine mode
+	fd  int             // -1: goroutine mode
+	gen uint32          // tells this connection from a later one with the same fd
 
 	rmu     sync.Mutex // guards the following; held while input is processed (and Handle runs)
 	h       Handler
-	started bool
-	ended   bool   // the transport is gone: Handler.Close is owed (or done)
 	hclosed bool   // Handler.Close has been called
-	pending []byte // input that arrived before Start
+	pending []byte // bytes that arrived with the handshake
 	tr      tracker
+	msg     []byte    // the text message being assembled (unmasked)
+	ctl     [125]byte // the control frame being assembled
+	ctlN    int       // its length so far
+	closing bool      // goroutine mode: the reader is done
 
 	state    atomic.Uint32
 	lastByte atomic.Int64 // now() of the last byte received
-	queued   atomic.Int64 // bytes handed to the socket layer and not yet written
+	queued   atomic.Int64 // bytes queued for the writer goroutine
 
 	mu           sync.Mutex // guards the following (and state changes)
+	registered   bool       // the fd is in the poller
 	timer        *time.Timer
 	due          int64 // when timer fires
 	nextPing     int64
 	closeBy      int64
 	partialSince int64 // 0: no unfinished frame or message
 
-	wmu        sync.Mutex // goroutine mode: guards the following
-	wq         [][]byte
-	writing    bool // a writer goroutine runs
-	closeAfter bool // the writer closes the socket when the queue is empty
-}
-
-// hijacker records what net/http's Hijack returns, so that the bytes a
-// client sent after its request, before it saw the 101, are not lost (nbio's
-// Upgrade ignores them).
-type hijacker struct {
-	http.ResponseWriter
-	conn net.Conn
-	brw  *bufio.ReadWriter
-}
-
-func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
-	h.conn, h.brw = c, brw
-	return c, brw, err
+	wmu        sync.Mutex // guards the following and orders writes
+	wq         [][]byte   // bytes the socket did not take yet
+	writing    bool       // a writer goroutine runs
+	closeAfter bool       // the writer closes the socket when the queue is empty
 }
 
 // Upgrade answers the WebSocket handshake (checking the Origin is the
@@ -290,59 +210,29 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // closed. The caller's HTTP handler should return soon after: net/http's
 // buffers and goroutine are then freed.
 func (l *Loop) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
-	hj := &hijacker{ResponseWriter: w}
-	// No transfer and no reading: nbio writes the 101 and leaves the socket
-	// to us (its "Scenario 3.2"), so that we can take the buffered bytes.
-	if _, err := l.up.UpgradeWithoutHandlingReadForConnFromSTDServer(hj, r, nil); err != nil {
-		if hj.conn != nil {
-			hj.conn.Close()
+	nc, rw, _, err := l.up.Upgrade(r, w)
+	if err != nil {
+		if nc != nil {
+			nc.Close()
 		}
 		return nil, fmt.Errorf("metaws: upgrade: %w", err)
 	}
-	c := &Conn{l: l, nc: hj.conn, tr: tracker{max: l.cfg.MaxMessageBytes}}
-	if n := hj.brw.Reader.Buffered(); n > 0 {
-		b, _ := hj.brw.Reader.Peek(n)
+	nc.SetDeadline(time.Time{})
+	c := &Conn{l: l, nc: nc, fd: -1, tr: tracker{max: l.cfg.MaxMessageBytes}}
+	if n := rw.Reader.Buffered(); n > 0 {
+		// The client did not wait for the handshake response.
+		b, _ := rw.Reader.Peek(n)
 		c.pending = append([]byte(nil), b...)
 	}
-	tcp, isTCP := hj.conn.(*net.TCPConn)
-	if l.eng == nil || l.noPoll || !isTCP {
-		hj.conn.SetDeadline(time.Time{}) // nbio's handshake write deadline
-		c.ws = websocket.NewServerConn(l.up, wire{hj.conn, c}, "", false, false)
-		c.ws.Engine = l.up.Engine
-		c.ws.Execute = nbhttp.SyncExecutor
-		c.ws.SetSession(c)
-		c.startTimer()
-		go c.readLoop()
-		return c, nil
+	if l.p != nil {
+		if sc, ok := nc.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) { c.fd = int(fd) })
+				c.rc = rc
+			}
+		}
 	}
-	nbc, err := nbio.NBConn(tcp) // dups the fd and closes tcp
-	if err != nil {
-		tcp.Close()
-		return nil, fmt.Errorf("metaws: to poller: %w", err)
-	}
-	c.nc, c.nbc = nbc, nbc
-	c.ws = websocket.NewServerConn(l.up, wire{nbc, c}, "", false, false)
-	c.ws.Engine = l.eng
-	c.ws.Execute = nbhttp.SyncExecutor // Handle runs on the poller
-	c.ws.SetSession(c)
-	nbc.SetSession(c.ws)
-	nbc.OnData(func(_ *nbio.Conn, b []byte) { c.input(b) })
-	c.startTimer()
-	// Publish c to the poller's goroutine: nbio hands the connection over
-	// through its fd table and epoll, which the race detector cannot see;
-	// the poller takes nbc's lock to read before it calls input.
-	nbc.Lock()
-	nbc.Unlock() //nolint:staticcheck // an empty critical section on purpose
-	if err := l.eng.AddTransferredConn(nbc); err != nil {
-		c.endNow()
-		return nil, fmt.Errorf("metaws: to poller: %w", err)
-	}
-	return c, nil
-}
-
-// startTimer starts liveness; the connection counts as alive from here.
-func (c *Conn) startTimer() {
-	cfg := &c.l.cfg
+	cfg := &l.cfg
 	t := now()
 	c.lastByte.Store(t)
 	first := min(cfg.PingInterval, cfg.IdleTimeout)
@@ -351,86 +241,172 @@ func (c *Conn) startTimer() {
 	c.due = t + int64(first)
 	c.timer = time.AfterFunc(first, c.tick)
 	c.mu.Unlock()
+	return c, nil
 }
-
-// wire is the net.Conn nbio's websocket.Conn writes to and closes: writes go
-// through our non-blocking path, closing ends the connection.
-type wire struct {
-	net.Conn
-	c *Conn
-}
-
-func (w wire) Write(b []byte) (int, error) {
-	if err := w.c.sendRaw(b); err != nil {
-		return 0, err
-	}
-	return len(b), nil
-}
-
-func (w wire) Close() error { w.c.end(); return nil }
 
 // NetConn returns the connection's socket, for its addresses only: reading
-// or writing it would break the framing. With the poller it is an
-// *nbio.Conn (the hijacked socket's fd was duplicated into it).
+// or writing it would break the framing.
 func (c *Conn) NetConn() net.Conn { return c.nc }
 
 // Start hands the connection's messages to h; call it once, after Upgrade.
-// Bytes that arrived before are handled first, on the caller's goroutine.
+// Bytes that arrived with the handshake are handled first, on the caller's
+// goroutine.
 func (c *Conn) Start(h Handler) {
 	c.rmu.Lock()
 	c.h = h
-	c.started = true
-	if c.ended {
-		c.hclosed = true
-		c.rmu.Unlock()
-		h.Close()
-		return
-	}
 	b := c.pending
 	c.pending = nil
 	c.process(b)
 	c.rmu.Unlock()
+	if c.state.Load() == stateEnded {
+		c.finish()
+		return
+	}
+	if c.rc == nil {
+		go c.readLoop()
+		return
+	}
+	c.mu.Lock()
+	err := c.armLocked()
+	c.mu.Unlock()
+	if err != nil {
+		c.l.log.Error("epoll add", "err", err)
+		c.endNow()
+		c.finish()
+	}
+}
+
+// armLocked (re)arms the fd for one readiness event; the caller holds mu.
+func (c *Conn) armLocked() error {
+	if c.state.Load() == stateEnded {
+		return nil
+	}
+	if c.registered {
+		return c.l.p.rearm(c)
+	}
+	if err := c.l.p.add(c); err != nil {
+		return err
+	}
+	c.registered = true
+	return nil
+}
+
+// dispatch is called by the poller when the connection is readable; the fd
+// stays disarmed until the worker is done with it.
+func (c *Conn) dispatch() { work(c) }
+
+// idleWorkers hands a readable connection to a worker that is waiting for
+// one. Reusing workers keeps their grown stacks: a fresh goroutine per
+// event would grow its stack (a copy) while decoding JSON every time.
+var idleWorkers = make(chan *Conn)
+
+// workerIdle is how long a worker waits for more work before it exits.
+const workerIdle = time.Second
+
+// work serves c on an idle worker or a new one.
+func work(c *Conn) {
+	select {
+	case idleWorkers <- c:
+	default:
+		go worker(c)
+	}
+}
+
+func worker(c *Conn) {
+	t := time.NewTimer(workerIdle)
+	defer t.Stop()
+	for {
+		c.serveReadable()
+		c = nil
+		t.Reset(workerIdle)
+		select {
+		case c = <-idleWorkers:
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// readBufs are the read buffers, held only while a worker reads.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
+// serveReadable reads what arrived without blocking, handles it, and
+// re-arms the fd.
+func (c *Conn) serveReadable() {
+	bp := readBufs.Get().(*[]byte)
+	buf := *bp
+	for c.state.Load() != stateEnded {
+		var n int
+		var rerr error
+		err := c.rc.Read(func(fd uintptr) bool {
+			n, rerr = syscall.Read(int(fd), buf)
+			return true // never wait: the poller tells when there is more
+		})
+		if err == nil {
+			err = rerr
+		}
+		if n > 0 {
+			c.input(buf[:n])
+		}
+		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR) {
+			break
+		}
+		if err != nil || n <= 0 {
+			c.endNow() // end of stream or a socket error
+			break
+		}
+		if n < len(buf) {
+			break
+		}
+	}
+	readBufs.Put(bp)
+	c.mu.Lock()
+	ended := c.state.Load() == stateEnded
+	var err error
+	if !ended {
+		err = c.armLocked()
+	}
+	c.mu.Unlock()
+	if err != nil {
+		c.l.log.Error("epoll arm", "err", err)
+		c.endNow()
+		ended = true
+	}
+	if ended {
+		c.finish()
+	}
 }
 
 // readLoop serves a connection that is not on the poller.
 func (c *Conn) readLoop() {
 	buf := make([]byte, 4096)
-	var err error
 	for {
-		var n int
-		n, err = c.nc.Read(buf)
+		n, err := c.nc.Read(buf)
 		if n > 0 {
 			c.input(buf[:n])
 		}
+		if c.state.Load() == stateEnded {
+			break // ended by us: a queued close frame may still be flushing
+		}
 		if err != nil {
+			c.endNow()
 			break
 		}
 	}
-	c.end()
-	c.ws.CloseAndClean(err) // calls finish
+	c.finish()
 }
 
 // input handles bytes read from the socket.
 func (c *Conn) input(b []byte) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
 	c.lastByte.Store(now())
-	if c.hclosed || c.ended {
-		return
+	c.rmu.Lock()
+	if !c.hclosed {
+		c.process(b)
 	}
-	if !c.started {
-		if len(c.pending)+len(b) > int(c.l.cfg.MaxMessageBytes)+1024 {
-			c.closeWith(stateDraining, closePolicy, "too much input before the session started")
-			return
-		}
-		c.pending = append(c.pending, b...)
-		return
-	}
-	c.process(b)
+	c.rmu.Unlock()
 }
 
-// process runs input through the tracker and, frame by frame while the
-// connection is open, through nbio's parser. The caller holds rmu.
+// process parses input and acts on it. The caller holds rmu.
 func (c *Conn) process(b []byte) {
 	wasPartial := c.tr.partial()
 	boundary := false // a frame ended with nothing unfinished after it
@@ -447,18 +423,18 @@ func (c *Conn) process(b []byte) {
 	for len(b) > 0 {
 		st := c.state.Load()
 		if st >= stateDraining {
-			break
+			return // the framing is lost, or the socket is gone
 		}
 		n, s := c.tr.step(b)
-		seg := b[:n]
 		b = b[n:]
 		if s.done && !c.tr.partial() {
 			boundary = true
 		}
 		if s.code != 0 {
 			if s.fatal {
+				c.msg = nil
 				c.closeWith(stateDraining, s.code, s.reason)
-				break
+				return
 			}
 			c.closeWith(stateClosing, s.code, s.reason)
 			st = c.state.Load()
@@ -467,48 +443,62 @@ func (c *Conn) process(b []byte) {
 			// Closing: frames are skipped; the peer's close frame ends it.
 			if s.done && s.op == opClose {
 				c.end()
-				break
+				return
 			}
 			continue
 		}
-		if err := c.ws.Parse(seg); err != nil {
-			c.closeWith(stateDraining, closeProtocol, "protocol error")
-			break
+		if s.op >= opClose {
+			k := copy(c.ctl[c.ctlN:], s.payload)
+			c.tr.unmask(c.ctl[c.ctlN:c.ctlN+k], s.off)
+			c.ctlN += k
+			if s.done {
+				p := c.ctl[:c.ctlN]
+				c.ctlN = 0
+				c.control(s.op, p)
+			}
+			continue
 		}
-		if s.empty && c.state.Load() == stateOpen {
-			c.onMessage(websocket.TextMessage, nil) // nbio drops empty messages
+		if len(s.payload) > 0 {
+			off := len(c.msg)
+			c.msg = append(c.msg, s.payload...)
+			c.tr.unmask(c.msg[off:], s.off)
+		}
+		if s.done && s.fin {
+			m := c.msg
+			c.msg = nil
+			if m == nil {
+				m = []byte{}
+			}
+			if !utf8.Valid(m) {
+				c.closeWith(stateClosing, closeInvalidData, "invalid UTF-8 in a text message")
+				continue
+			}
+			c.h.Handle(m)
 		}
 	}
 }
 
-// onMessage is called (inside Parse, or by process) with a complete message.
-func (c *Conn) onMessage(mt websocket.MessageType, b []byte) {
-	if c.state.Load() != stateOpen || mt != websocket.TextMessage {
-		return // binary was refused by the tracker
-	}
-	if !utf8.Valid(b) {
-		c.closeWith(stateClosing, closeInvalidData, "invalid UTF-8 in a text message")
-		return
-	}
-	if b == nil {
-		b = []byte{}
-	}
-	c.h.Handle(b)
-}
-
-// onPeerClose answers the peer's close frame, whose code nbio has checked
-// (an invalid one it answers with 1002 itself; a 1-byte payload never gets
-// here). nbio ends the connection right after.
-func (c *Conn) onPeerClose(code int, reason string) {
-	if c.state.Load() == stateOpen {
+// control acts on a complete ping, pong or close frame from an open
+// connection. p is only valid during the call.
+func (c *Conn) control(op byte, p []byte) {
+	switch op {
+	case opPing:
+		c.sendRaw(appendFrame(nil, opPong, p))
+	case opClose:
+		// Answer, then hang up (RFC 6455 5.5.1): echo a valid code, refuse
+		// an invalid one or a reason that is not UTF-8. A 1-byte payload
+		// was refused by the tracker.
 		var body []byte
-		switch {
-		case !utf8.ValidString(reason):
-			body = closeBody(closeInvalidData, "invalid UTF-8 in the close reason")
-		case code == 1015: // nbio lets it through; it must never be sent
-			body = closeBody(closeProtocol, "invalid close code")
-		case code != closeNoStatus:
-			body = closeBody(code, "")
+		if len(p) >= 2 {
+			code := int(p[0])<<8 | int(p[1])
+			switch {
+			case !validCloseCode(code):
+				body = closeBody(closeProtocol, "invalid close code")
+			case !utf8.Valid(p[2:]):
+				body = closeBody(closeInvalidData, "invalid UTF-8 in the close reason")
+			default:
+				body = closeBody(code, "")
+			}
 		}
 		c.mu.Lock()
 		if c.state.Load() == stateOpen {
@@ -516,20 +506,21 @@ func (c *Conn) onPeerClose(code int, reason string) {
 		}
 		c.mu.Unlock()
 		c.sendRaw(appendFrame(nil, opClose, body))
+		c.end()
 	}
-	c.end()
 }
 
-// finish runs Handler.Close once the transport is gone, never while Handle
-// runs (it waits for rmu).
+// finish calls Handler.Close once the connection has ended, never while
+// Handle runs (it waits for rmu). It is called only from the transport's own
+// goroutines (worker, reader, timer) or Start, holding no locks.
 func (c *Conn) finish() {
-	c.end()
 	c.rmu.Lock()
-	c.ended = true
-	call := c.started && !c.hclosed
-	c.hclosed = c.hclosed || call
-	c.pending = nil
 	h := c.h
+	call := h != nil && !c.hclosed
+	if call {
+		c.hclosed = true
+	}
+	c.pending, c.msg = nil, nil
 	c.rmu.Unlock()
 	if call {
 		h.Close()
@@ -551,8 +542,7 @@ func (c *Conn) setPartial(p bool) {
 	t := now()
 	c.partialSince = t
 	if by := t + int64(c.l.cfg.FrameTimeout); by < c.due && c.state.Load() == stateOpen {
-		c.due = by
-		c.timer.Reset(time.Duration(by - t))
+		c.resetLocked(t, by)
 	}
 }
 
@@ -564,11 +554,13 @@ func (c *Conn) tick() {
 	switch c.state.Load() {
 	case stateEnded:
 		c.mu.Unlock()
+		c.finish()
 		return
 	case stateClosing, stateDraining:
 		if t >= c.closeBy {
 			c.mu.Unlock()
 			c.endNow()
+			c.finish()
 			return
 		}
 		c.resetLocked(t, c.closeBy)
@@ -581,6 +573,7 @@ func (c *Conn) tick() {
 		c.mu.Unlock()
 		c.l.log.Debug("idle timeout", "remote", c.nc.RemoteAddr())
 		c.endNow() // a dead peer: no close frame
+		c.finish()
 		return
 	}
 	if ps := c.partialSince; ps != 0 && t-ps >= int64(cfg.FrameTimeout) {
@@ -610,15 +603,28 @@ func (c *Conn) resetLocked(t, at int64) {
 	c.timer.Reset(time.Duration(max(at-t, 0)))
 }
 
-// end closes the socket. Handler.Close follows from nbio's close callback
-// (or the reading goroutine's end). On the poller, what the socket has not
-// taken yet is dropped; in goroutine mode a running writer finishes its
-// queue first (bounded by WriteTimeout), so that a close frame queued just
-// before is sent.
+// abort ends the connection from the timer's goroutine, soon: for failures
+// found where the caller may hold locks (Handler.Close must not run there).
+func (c *Conn) abort() {
+	c.mu.Lock()
+	if c.state.Load() != stateEnded {
+		if c.state.Load() == stateOpen {
+			c.state.Store(stateDraining)
+		}
+		c.closeBy = now()
+		c.resetLocked(c.closeBy, c.closeBy)
+	}
+	c.mu.Unlock()
+}
+
+// end closes the socket; Handler.Close follows from the goroutine that
+// notices (worker, reader or timer). A running writer finishes its queue
+// first (bounded by WriteTimeout), so that a close frame queued just before
+// is sent.
 func (c *Conn) end() { c.endWith(false) }
 
-// endNow closes the socket at once, dropping unwritten bytes in goroutine
-// mode too: for peers that are dead or out of time.
+// endNow closes the socket at once, dropping unwritten bytes: for peers
+// that are dead or out of time.
 func (c *Conn) endNow() { c.endWith(true) }
 
 func (c *Conn) endWith(now bool) {
@@ -626,14 +632,18 @@ func (c *Conn) endWith(now bool) {
 	if c.state.Load() == stateEnded {
 		c.mu.Unlock()
 		if now {
-			c.nc.Close()
+			c.nc.Close() // a writer may still be flushing
 		}
 		return
 	}
 	c.state.Store(stateEnded)
 	c.timer.Stop()
+	if c.registered {
+		c.l.p.remove(c) // before the fd is closed and maybe reused
+		c.registered = false
+	}
 	c.mu.Unlock()
-	if c.nbc == nil && !now {
+	if !now {
 		c.wmu.Lock()
 		if c.writing {
 			c.closeAfter = true
@@ -647,8 +657,8 @@ func (c *Conn) endWith(now bool) {
 
 // Close sends a close frame with code and reason and ends the connection
 // when the peer answers or after the close grace. It never blocks (the frame
-// is queued) and never calls the Handler, so it is safe under the caller's
-// locks. Later calls do nothing.
+// is queued if the socket does not take it) and never calls the Handler, so
+// it is safe under the caller's locks. Later calls do nothing.
 func (c *Conn) Close(code int, reason string) { c.closeWith(stateClosing, code, reason) }
 
 func (c *Conn) closeWith(st uint32, code int, reason string) {
@@ -666,20 +676,18 @@ func (c *Conn) closeWith(st uint32, code int, reason string) {
 	c.closeBy = t + int64(c.l.cfg.CloseGrace)
 	c.resetLocked(t, c.closeBy)
 	c.mu.Unlock()
-	if err := c.sendRaw(appendFrame(nil, opClose, closeBody(code, reason))); err != nil {
-		c.endNow() // the peer will never see it: do not wait for an answer
-	}
+	c.sendRaw(appendFrame(nil, opClose, closeBody(code, reason)))
 }
 
 var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-// WriteText queues one text frame. It never blocks.
+// WriteText writes one text frame without blocking.
 func (c *Conn) WriteText(b []byte) error { return c.WriteTexts([][]byte{b}) }
 
-// WriteTexts queues several text frames with one socket write. It never
-// blocks; if the bytes not yet taken by the socket would pass
-// MaxWriteBufferBytes, it closes the connection with 1008 "slow consumer"
-// and returns ErrSlowConsumer.
+// WriteTexts writes several text frames with one socket write, without
+// blocking: what the socket does not take is queued. If the queue would
+// pass MaxWriteBufferBytes, it closes the connection with 1008 "slow
+// consumer" and returns ErrSlowConsumer.
 func (c *Conn) WriteTexts(frames [][]byte) error {
 	if c.state.Load() != stateOpen {
 		return ErrClosed
@@ -705,37 +713,51 @@ func (c *Conn) WriteTexts(frames [][]byte) error {
 	return err
 }
 
-// sendRaw hands bytes to the socket layer without blocking: nbio writes what
-// the socket takes and keeps the rest for when it is writable; in goroutine
-// mode a writer goroutine drains a queue. b is not kept.
+// sendRaw writes bytes without blocking: a non-blocking write of what the
+// socket takes (when nothing is queued), the rest queued for a writer
+// goroutine. b is not kept. A socket error aborts the connection from the
+// timer's goroutine.
 func (c *Conn) sendRaw(b []byte) error {
 	if c.state.Load() == stateEnded {
 		return ErrClosed
 	}
-	c.queued.Add(int64(len(b)))
-	if c.nbc != nil {
-		if _, err := c.nbc.Write(b); err != nil {
-			return fmt.Errorf("metaws: write: %w", err)
-		}
-		return nil
-	}
 	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	if c.closeAfter {
-		c.wmu.Unlock()
 		return ErrClosed
 	}
+	if !c.writing && c.rc != nil {
+		var n int
+		var werr error
+		err := c.rc.Write(func(fd uintptr) bool {
+			n, werr = syscall.Write(int(fd), b)
+			return true // never wait
+		})
+		if err == nil {
+			err = werr
+		}
+		if n > 0 {
+			b = b[n:]
+		}
+		if err != nil && !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EINTR) {
+			c.abort()
+			return fmt.Errorf("metaws: write: %w", err)
+		}
+		if len(b) == 0 {
+			return nil
+		}
+	}
 	c.wq = append(c.wq, append([]byte(nil), b...))
-	start := !c.writing
-	c.writing = true
-	c.wmu.Unlock()
-	if start {
+	c.queued.Add(int64(len(b)))
+	if !c.writing {
+		c.writing = true
 		go c.writeLoop()
 	}
 	return nil
 }
 
-// writeLoop writes the queue in goroutine mode; it exists only while there
-// is something to write.
+// writeLoop writes the queue with blocking writes bounded by WriteTimeout;
+// it exists only while there is something to write.
 func (c *Conn) writeLoop() {
 	for {
 		c.wmu.Lock()
@@ -762,8 +784,12 @@ func (c *Conn) writeLoop() {
 		if err != nil {
 			c.wmu.Lock()
 			c.wq, c.writing = nil, false
+			closeNow := c.closeAfter
 			c.wmu.Unlock()
-			c.endNow()
+			if closeNow {
+				c.nc.Close()
+			}
+			c.abort()
 			return
 		}
 	}
