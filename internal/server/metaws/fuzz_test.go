@@ -108,10 +108,11 @@ func reference(in []byte, max int) (msgs []string, all bool) {
 	return msgs, !inMsg
 }
 
-// validClose reports whether a server may send code (RFC 6455 7.4).
+// validClose reports whether a server may send code (RFC 6455 7.4, IANA
+// registry: 1012-1014 were added later).
 func validClose(code int) bool {
 	switch {
-	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1011, code >= 3000 && code <= 4999:
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014, code >= 3000 && code <= 4999:
 		return true
 	}
 	return false
