@@ -135,9 +135,10 @@ func New(cfg Config) (*Server, error) {
 	ender.s = mt
 	s.meta, s.media = mt, md
 
-	// /meta connections are idle nearly all the time: nbio's event loop
-	// serves them without a goroutine or a read buffer each (package
-	// metaws). Writes never block; meta bounds its own queue in bytes.
+	// /meta connections are idle nearly all the time: an epoll event loop
+	// serves them without a goroutine or a read buffer each, and a frame
+	// that arrived in part costs only its bytes (package metaws). Writes
+	// never block.
 	s.metaUp = metaws.New(metaws.Config{
 		PingInterval:    cfg.PingInterval,
 		IdleTimeout:     cfg.IdleTimeout,

@@ -11,20 +11,19 @@ package metaws
 // limit (1009). It also tells whether an unfinished frame or message is
 // pending, for the frame deadline (Config.FrameTimeout).
 type tracker struct {
-	max int64 // message size limit
+	max    int64 // message size limit
+	remain int64 // payload bytes still to come in the current frame
+	pos    int64 // payload bytes of the current frame consumed so far
+	msgLen int64 // payload bytes of the unfinished data message so far (declared)
 
 	hdr     [14]byte
-	nh      int   // header bytes held
-	inFrame bool  // the header is complete; payload follows
-	remain  int64 // payload bytes still to come in the current frame
-	op      byte
-	fin     bool
 	key     [4]byte // masking key of the current frame
-	pos     int64   // payload bytes of the current frame consumed so far
-
-	inMsg  bool  // a data message is unfinished (a non-final frame was seen)
-	msgOp  byte  // its opcode (text or binary)
-	msgLen int64 // its payload bytes so far (declared)
+	nh      uint8   // header bytes held
+	op      byte
+	msgOp   byte // opcode of the unfinished data message (text or binary)
+	fin     bool
+	inFrame bool // the header is complete; payload follows
+	inMsg   bool // a data message is unfinished (a non-final frame was seen)
 }
 
 // Opcodes (RFC 6455 5.2).
@@ -87,12 +86,12 @@ func (t *tracker) headerLen() int {
 // to its end. On a fatal refusal it stops right after the header.
 func (t *tracker) step(b []byte) (n int, s step) {
 	if !t.inFrame {
-		for n < len(b) && t.nh < t.headerLen() {
+		for n < len(b) && int(t.nh) < t.headerLen() {
 			t.hdr[t.nh] = b[n]
 			t.nh++
 			n++
 		}
-		if t.nh < t.headerLen() {
+		if int(t.nh) < t.headerLen() {
 			return n, s
 		}
 		s = t.begin()

@@ -173,18 +173,16 @@ type Conn struct {
 	l   *Loop
 	nc  net.Conn
 	rc  syscall.RawConn // non-blocking reads and writes; nil: goroutine mode
-	fd  int             // -1: goroutine mode
+	fd  int32           // -1: goroutine mode
 	gen uint32          // tells this connection from a later one with the same fd
 
 	rmu     sync.Mutex // guards the following; held while input is processed (and Handle runs)
+	hclosed bool       // Handler.Close has been called
 	h       Handler
-	hclosed bool   // Handler.Close has been called
 	pending []byte // bytes that arrived with the handshake
+	msg     []byte // the text message being assembled (unmasked); nil between messages
+	ctl     []byte // the control frame being assembled; nil between frames
 	tr      tracker
-	msg     []byte    // the text message being assembled (unmasked)
-	ctl     [125]byte // the control frame being assembled
-	ctlN    int       // its length so far
-	closing bool      // goroutine mode: the reader is done
 
 	state    atomic.Uint32
 	lastByte atomic.Int64 // now() of the last byte received
@@ -227,7 +225,7 @@ func (l *Loop) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
 	if l.p != nil {
 		if sc, ok := nc.(syscall.Conn); ok {
 			if rc, err := sc.SyscallConn(); err == nil {
-				rc.Control(func(fd uintptr) { c.fd = int(fd) })
+				rc.Control(func(fd uintptr) { c.fd = int32(fd) })
 				c.rc = rc
 			}
 		}
@@ -448,12 +446,14 @@ func (c *Conn) process(b []byte) {
 			continue
 		}
 		if s.op >= opClose {
-			k := copy(c.ctl[c.ctlN:], s.payload)
-			c.tr.unmask(c.ctl[c.ctlN:c.ctlN+k], s.off)
-			c.ctlN += k
+			if len(s.payload) > 0 {
+				off := len(c.ctl)
+				c.ctl = append(c.ctl, s.payload...) // at most 125 bytes
+				c.tr.unmask(c.ctl[off:], s.off)
+			}
 			if s.done {
-				p := c.ctl[:c.ctlN]
-				c.ctlN = 0
+				p := c.ctl
+				c.ctl = nil
 				c.control(s.op, p)
 			}
 			continue
@@ -479,7 +479,7 @@ func (c *Conn) process(b []byte) {
 }
 
 // control acts on a complete ping, pong or close frame from an open
-// connection. p is only valid during the call.
+// connection.
 func (c *Conn) control(op byte, p []byte) {
 	switch op {
 	case opPing:
@@ -520,7 +520,7 @@ func (c *Conn) finish() {
 	if call {
 		c.hclosed = true
 	}
-	c.pending, c.msg = nil, nil
+	c.pending, c.msg, c.ctl = nil, nil, nil
 	c.rmu.Unlock()
 	if call {
 		h.Close()

@@ -63,18 +63,19 @@ const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 func (p *poller) add(c *Conn) error {
 	c.gen = p.gen.Add(1)
 	p.mu.Lock()
-	if c.fd >= len(p.conns) {
-		n := max(2*len(p.conns), c.fd+1, 1024)
+	fd := int(c.fd)
+	if fd >= len(p.conns) {
+		n := max(2*len(p.conns), fd+1, 1024)
 		conns := make([]*Conn, n)
 		copy(conns, p.conns)
 		p.conns = conns
 	}
-	p.conns[c.fd] = c // before the fd can fire
+	p.conns[fd] = c // before the fd can fire
 	p.mu.Unlock()
-	ev := unix.EpollEvent{Events: pollEvents, Fd: int32(c.fd), Pad: int32(c.gen)}
-	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+	ev := unix.EpollEvent{Events: pollEvents, Fd: c.fd, Pad: int32(c.gen)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		p.mu.Lock()
-		p.conns[c.fd] = nil
+		p.conns[fd] = nil
 		p.mu.Unlock()
 		return fmt.Errorf("metaws: epoll_ctl add: %w", err)
 	}
@@ -83,8 +84,8 @@ func (p *poller) add(c *Conn) error {
 
 // rearm waits for c's next readiness event. The caller holds c.mu.
 func (p *poller) rearm(c *Conn) error {
-	ev := unix.EpollEvent{Events: pollEvents, Fd: int32(c.fd), Pad: int32(c.gen)}
-	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev); err != nil {
+	ev := unix.EpollEvent{Events: pollEvents, Fd: c.fd, Pad: int32(c.gen)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, int(c.fd), &ev); err != nil {
 		return fmt.Errorf("metaws: epoll_ctl mod: %w", err)
 	}
 	return nil
@@ -93,10 +94,11 @@ func (p *poller) rearm(c *Conn) error {
 // remove unregisters c before its fd is closed (and possibly reused). The
 // caller holds c.mu.
 func (p *poller) remove(c *Conn) {
-	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	fd := int(c.fd)
+	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	p.mu.Lock()
-	if c.fd < len(p.conns) && p.conns[c.fd] == c {
-		p.conns[c.fd] = nil
+	if fd < len(p.conns) && p.conns[fd] == c {
+		p.conns[fd] = nil
 	}
 	p.mu.Unlock()
 }
