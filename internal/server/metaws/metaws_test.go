@@ -36,9 +36,16 @@ func (e *echo) Handle(m []byte) {
 	if e.closes.Load() != 0 {
 		e.t.Error("Handle called after Close")
 	}
-	if string(m) == "close-me" {
+	switch {
+	case string(m) == "close-me":
 		e.c.Close(4000, "as asked")
-	} else {
+	case string(m) == "spam":
+		// Writes from another goroutine until they fail.
+		go func() {
+			for i := 0; i < 10000 && e.c.WriteText(make([]byte, 512)) == nil; i++ {
+			}
+		}()
+	default:
 		e.c.WriteText(m)
 	}
 	e.in.Store(false)
