@@ -179,10 +179,8 @@ type Conn struct {
 	rmu     sync.Mutex // guards the following; held while input is processed (and Handle runs)
 	hclosed bool       // Handler.Close has been called
 	h       Handler
-	pending []byte // bytes that arrived with the handshake
-	msg     []byte // the text message being assembled (unmasked); nil between messages
-	ctl     []byte // the control frame being assembled; nil between frames
-	tr      tracker
+	pending []byte     // bytes that arrived with the handshake
+	rs      *readState // parser state; nil at a frame boundary (idle)
 
 	state    atomic.Uint32
 	lastByte atomic.Int64 // now() of the last byte received
@@ -216,7 +214,7 @@ func (l *Loop) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
 		return nil, fmt.Errorf("metaws: upgrade: %w", err)
 	}
 	nc.SetDeadline(time.Time{})
-	c := &Conn{l: l, nc: nc, fd: -1, tr: tracker{max: l.cfg.MaxMessageBytes}}
+	c := &Conn{l: l, nc: nc, fd: -1}
 	if n := rw.Reader.Buffered(); n > 0 {
 		// The client did not wait for the handshake response.
 		b, _ := rw.Reader.Peek(n)
@@ -404,18 +402,42 @@ func (c *Conn) input(b []byte) {
 	c.rmu.Unlock()
 }
 
+// readState is a connection's parser state, held only while a frame or
+// message is unfinished: an idle connection does not carry it.
+type readState struct {
+	tr  tracker
+	msg []byte // the text message being assembled (unmasked); nil between messages
+	ctl []byte // the control frame being assembled; nil between frames
+}
+
+var readStates = sync.Pool{New: func() any { return new(readState) }}
+
 // process parses input and acts on it. The caller holds rmu.
 func (c *Conn) process(b []byte) {
-	wasPartial := c.tr.partial()
+	if len(b) == 0 {
+		return
+	}
+	rs := c.rs
+	if rs == nil {
+		rs = readStates.Get().(*readState)
+		rs.tr.max = c.l.cfg.MaxMessageBytes
+		c.rs = rs
+	}
+	wasPartial := rs.tr.partial()
 	boundary := false // a frame ended with nothing unfinished after it
 	defer func() {
 		// A new unfinished frame restarts the frame deadline; one that
 		// stays unfinished across reads keeps its start.
-		switch p := c.tr.partial(); {
+		switch p := rs.tr.partial(); {
 		case p && (boundary || !wasPartial):
 			c.setPartial(true)
 		case !p && wasPartial:
 			c.setPartial(false)
+		}
+		if c.rs == rs && !rs.tr.partial() && rs.msg == nil && rs.ctl == nil {
+			c.rs = nil
+			*rs = readState{}
+			readStates.Put(rs)
 		}
 	}()
 	for len(b) > 0 {
@@ -423,14 +445,14 @@ func (c *Conn) process(b []byte) {
 		if st >= stateDraining {
 			return // the framing is lost, or the socket is gone
 		}
-		n, s := c.tr.step(b)
+		n, s := rs.tr.step(b)
 		b = b[n:]
-		if s.done && !c.tr.partial() {
+		if s.done && !rs.tr.partial() {
 			boundary = true
 		}
 		if s.code != 0 {
 			if s.fatal {
-				c.msg = nil
+				rs.msg = nil
 				c.closeWith(stateDraining, s.code, s.reason)
 				return
 			}
@@ -447,25 +469,25 @@ func (c *Conn) process(b []byte) {
 		}
 		if s.op >= opClose {
 			if len(s.payload) > 0 {
-				off := len(c.ctl)
-				c.ctl = append(c.ctl, s.payload...) // at most 125 bytes
-				c.tr.unmask(c.ctl[off:], s.off)
+				off := len(rs.ctl)
+				rs.ctl = append(rs.ctl, s.payload...) // at most 125 bytes
+				rs.tr.unmask(rs.ctl[off:], s.off)
 			}
 			if s.done {
-				p := c.ctl
-				c.ctl = nil
+				p := rs.ctl
+				rs.ctl = nil
 				c.control(s.op, p)
 			}
 			continue
 		}
 		if len(s.payload) > 0 {
-			off := len(c.msg)
-			c.msg = append(c.msg, s.payload...)
-			c.tr.unmask(c.msg[off:], s.off)
+			off := len(rs.msg)
+			rs.msg = append(rs.msg, s.payload...)
+			rs.tr.unmask(rs.msg[off:], s.off)
 		}
 		if s.done && s.fin {
-			m := c.msg
-			c.msg = nil
+			m := rs.msg
+			rs.msg = nil
 			if m == nil {
 				m = []byte{}
 			}
@@ -520,7 +542,7 @@ func (c *Conn) finish() {
 	if call {
 		c.hclosed = true
 	}
-	c.pending, c.msg, c.ctl = nil, nil, nil
+	c.pending, c.rs = nil, nil
 	c.rmu.Unlock()
 	if call {
 		h.Close()
