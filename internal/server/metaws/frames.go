@@ -1,5 +1,7 @@
 package metaws
 
+import "github.com/gobwas/ws"
+
 // tracker parses the raw byte stream of a connection incrementally: it
 // holds at most a frame header (14 bytes) and a few counters, and hands back
 // the payload bytes of each read as they arrive, so that a frame costs the
@@ -179,11 +181,7 @@ func (t *tracker) begin() step {
 }
 
 // unmask unmasks p, found at offset off of the current frame's payload.
-func (t *tracker) unmask(p []byte, off int64) {
-	for i := range p {
-		p[i] ^= t.key[(off+int64(i))&3]
-	}
-}
+func (t *tracker) unmask(p []byte, off int64) { ws.Cipher(p, t.key, int(off&3)) }
 
 // validCloseCode reports whether a peer may send code in a close frame
 // (RFC 6455 7.4 and the IANA registry): 1004-1006 and 1015 are reserved for

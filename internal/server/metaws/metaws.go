@@ -335,7 +335,7 @@ func (c *Conn) serveReadable() {
 		var n int
 		var rerr error
 		err := c.rc.Read(func(fd uintptr) bool {
-			n, rerr = syscall.Read(int(fd), buf)
+			n, rerr = readFD(fd, buf)
 			return true // never wait: the poller tells when there is more
 		})
 		if err == nil {
@@ -752,7 +752,7 @@ func (c *Conn) sendRaw(b []byte) error {
 		var n int
 		var werr error
 		err := c.rc.Write(func(fd uintptr) bool {
-			n, werr = syscall.Write(int(fd), b)
+			n, werr = writeFD(fd, b)
 			return true // never wait
 		})
 		if err == nil {
