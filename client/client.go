@@ -9,7 +9,8 @@
 //	defer c.Close()
 //	if _, err := c.Login(ctx, "alice", password); err != nil { … }
 //	if _, err := c.Call(ctx, "bob"); err != nil { … } // ok means ringing
-//	for ev := range c.Events() {  // status, call, accept, reject, cancel, unpair, force-call
+//	session := c.Session() // later: c2.LoginSession(ctx, "alice", session), no password
+//	for ev := range c.Events() {  // status, call, accept, reject, cancel, unpair, force-call, missed-call
 //		if ev.Type == protocol.TypeForceCall {
 //			m, err := c.Media(ctx, ev) // the media relay of this call
 //			<-m.Paired()
@@ -21,7 +22,9 @@
 // by tx, so a Client may be used from several goroutines at once. A failed
 // response is returned as a *protocol.Error: test it with
 // errors.Is(err, &protocol.Error{Code: protocol.ErrBusy}). Server-initiated
-// messages arrive on Events, in order and never dropped.
+// messages arrive on Events, in order and never silently dropped: events not
+// yet read queue up to Options.EventBuffer (default DefaultEventBuffer); one
+// more closes the connection with ErrEventsOverflow (see Events).
 package client
 
 import (
@@ -58,7 +61,18 @@ type Options struct {
 	// even a ping, for this long. Zero means protocol.IdleTimeout (the
 	// server pings every protocol.PingInterval); negative disables it.
 	IdleTimeout time.Duration
+	// EventBuffer bounds the events received but not yet read from Events.
+	// Zero or negative means DefaultEventBuffer. When an event arrives with
+	// the buffer full, the client closes the connection and Err reports
+	// ErrEventsOverflow (see Events).
+	EventBuffer int
 }
+
+// DefaultEventBuffer is the default Options.EventBuffer: far more than a
+// reading app ever has queued (a login announces at most protocol.MaxPeers
+// peers' statuses, and most are not online), small enough that an app that
+// stopped reading is noticed in kilobytes, not gigabytes.
+const DefaultEventBuffer = 1024
 
 // Timeouts of the client's own.
 const (
@@ -94,13 +108,15 @@ type Client struct {
 	pending map[protocol.Tx][]chan *protocol.Response
 	user    string
 	device  string
-	err     error // why the connection ended, set once before done closes
-	closing bool  // Close was called
+	session string // the session secret of the last Login/LoginSession/Passwd
+	err     error  // why the connection ended, set once before done closes
+	closing bool   // Close was called
 
-	qmu       sync.Mutex // guards queue and readEnded
-	queue     []protocol.Event
+	qmu       sync.Mutex       // guards queue and readEnded
+	queue     []protocol.Event // received, not yet read from Events; at most maxEvents
 	readEnded bool
 	notify    chan struct{} // capacity 1: the queue grew or the read loop ended
+	maxEvents int
 
 	events    chan protocol.Event
 	done      chan struct{} // closed when the read loop ended
@@ -134,6 +150,10 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
 	if idle == 0 {
 		idle = protocol.IdleTimeout
 	}
+	maxEvents := opts.EventBuffer
+	if maxEvents <= 0 {
+		maxEvents = DefaultEventBuffer
+	}
 	conn, resp, err := dialer.DialContext(ctx, u.String(), opts.Header)
 	if err != nil {
 		if resp != nil {
@@ -142,17 +162,18 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
 		return nil, fmt.Errorf("client: dial %s: %w", u.Redacted(), err)
 	}
 	c := &Client{
-		conn:    conn,
-		log:     log.With("server", u.Host),
-		metaURL: u,
-		dialer:  dialer,
-		header:  opts.Header,
-		idle:    idle,
-		pending: make(map[protocol.Tx][]chan *protocol.Response),
-		notify:  make(chan struct{}, 1),
-		events:  make(chan protocol.Event),
-		done:    make(chan struct{}),
-		closed:  make(chan struct{}),
+		conn:      conn,
+		log:       log.With("server", u.Host),
+		metaURL:   u,
+		dialer:    dialer,
+		header:    opts.Header,
+		idle:      idle,
+		pending:   make(map[protocol.Tx][]chan *protocol.Response),
+		notify:    make(chan struct{}, 1),
+		maxEvents: maxEvents,
+		events:    make(chan protocol.Event),
+		done:      make(chan struct{}),
+		closed:    make(chan struct{}),
 	}
 	conn.SetReadLimit(maxServerFrame)
 	c.extendDeadline()
@@ -261,8 +282,21 @@ func (c *Client) readLoop() {
 		ev := m.Event()
 		c.log.Debug("event", "type", ev.Type, "from", ev.User, "to", ev.Peer, "reason", ev.Reason)
 		c.qmu.Lock()
-		c.queue = append(c.queue, ev)
+		full := len(c.queue) >= c.maxEvents
+		if !full {
+			c.queue = append(c.queue, ev)
+		}
 		c.qmu.Unlock()
+		if full {
+			// Dropping this event would leave the app with a wrong picture
+			// (a call it never hears of, a hang-up it misses), so the
+			// connection ends instead: the app sees why and reconnects.
+			err = fmt.Errorf("%w: %d events unread, %s not queued", ErrEventsOverflow, c.maxEvents, ev.Type)
+			c.log.Warn("closing: events not read", "unread", c.maxEvents)
+			_ = c.conn.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseGoingAway, "events not read"), time.Now().Add(closeGrace))
+			break
+		}
 		c.wake()
 	}
 	c.mu.Lock()
@@ -311,23 +345,33 @@ func (c *Client) dispatch(r *protocol.Response) {
 }
 
 // pump moves queued events to the Events channel, so that a slow consumer
-// never blocks the read loop. It closes Events once the connection ended and
-// every event was delivered, or at once when Close is called.
+// never blocks the read loop. An event leaves the queue only once Events
+// delivered it, so the queue's length counts every event not yet read (the
+// bound of Options.EventBuffer). It closes Events once the connection ended
+// and every event was delivered, or at once when Close is called.
 func (c *Client) pump() {
 	defer close(c.events)
 	for {
 		c.qmu.Lock()
-		q, ended := c.queue, c.readEnded
-		c.queue = nil
+		var ev protocol.Event
+		have, ended := len(c.queue) > 0, c.readEnded
+		if have {
+			ev = c.queue[0]
+		}
 		c.qmu.Unlock()
-		for _, ev := range q {
+		if have {
 			select {
 			case c.events <- ev:
 			case <-c.closed:
 				return
 			}
-		}
-		if len(q) > 0 {
+			c.qmu.Lock()
+			c.queue[0] = protocol.Event{} // let the event's strings go
+			c.queue = c.queue[1:]
+			if len(c.queue) == 0 {
+				c.queue = nil // release the drained backing array
+			}
+			c.qmu.Unlock()
 			continue
 		}
 		if ended {
@@ -342,10 +386,16 @@ func (c *Client) pump() {
 }
 
 // Events returns the server-initiated messages (status, call, accept,
-// reject, cancel, unpair, force-call) in arrival order. None is dropped: they
-// queue in memory until read. The channel is closed after the connection
-// ended and the queue is drained, or when Close is called. Read it until it
-// is closed, or call Close, or its goroutine stays alive.
+// reject, cancel, unpair, force-call, missed-call) in arrival order. None is dropped
+// silently: they queue until read, up to Options.EventBuffer (default
+// DefaultEventBuffer). An event arriving with the queue full ends the
+// connection (a close 1001 "events not read" to the server, which then
+// treats the device as gone: a call it was in ends); the queued events are
+// still delivered, then the channel closes and Err wraps ErrEventsOverflow.
+// An app that sees it should reconnect and re-read its state (Peers). The
+// channel is closed after the connection ended and the queue is drained, or
+// when Close is called. Read it until it is closed, or call Close, or its
+// goroutine stays alive.
 func (c *Client) Events() <-chan protocol.Event { return c.events }
 
 // Done is closed when the connection has ended; Err then tells why.
@@ -371,8 +421,9 @@ func (c *Client) Next(ctx context.Context, types ...string) (protocol.Event, err
 	}
 }
 
-// Err returns why the connection ended (ErrClosed after Close, else the read
-// error, e.g. a *websocket.CloseError), or nil while it is open.
+// Err returns why the connection ended (ErrClosed after Close,
+// ErrEventsOverflow when Events was not read, else the read error, e.g. a
+// *websocket.CloseError), or nil while it is open.
 func (c *Client) Err() error {
 	select {
 	case <-c.done:
@@ -597,18 +648,84 @@ func (c *Client) Register(ctx context.Context, user, password string, peers ...s
 }
 
 // Login identifies this connection as user (whoami) and returns the device
-// id the server assigned. Later requests carry user.
+// id the server assigned. Later requests carry user. The server also gives
+// a session (Session), with which LoginSession identifies a later
+// connection without the password.
 func (c *Client) Login(ctx context.Context, user, password string) (device string, err error) {
-	r, err := c.request(ctx, map[string]any{
-		"type": protocol.TypeWhoami, "user": user, "password": password,
-	})
+	return c.login(ctx, user, map[string]any{"type": protocol.TypeWhoami, "user": user, "password": password})
+}
+
+// LoginSession identifies this connection as user with a session from an
+// earlier Login (no password, no password hashing on the server). An
+// unknown, expired or revoked session fails with protocol.ErrAuthFailed,
+// like a wrong password: log in with the password then.
+func (c *Client) LoginSession(ctx context.Context, user, session string) (device string, err error) {
+	return c.login(ctx, user, map[string]any{"type": protocol.TypeWhoami, "user": user, "session": session})
+}
+
+func (c *Client) login(ctx context.Context, user string, msg map[string]any) (string, error) {
+	r, err := c.request(ctx, msg)
 	if err != nil {
 		return "", err
 	}
 	c.mu.Lock()
-	c.user, c.device = user, r.Device
+	c.user, c.device, c.session = user, r.Device, r.Session
 	c.mu.Unlock()
 	return r.Device, nil
+}
+
+// Session returns the session secret the server gave this connection
+// (at Login, LoginSession or Passwd), or "". It identifies the user without
+// the password until it expires (30 days after its last use by default) or
+// is revoked (Logout, a password change): keep it as secret as a password.
+func (c *Client) Session() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.session
+}
+
+// Passwd changes the user's password from current to newPassword. The
+// server revokes every session of the user, closes the user's other
+// connections, and gives this connection a new session (Session).
+func (c *Client) Passwd(ctx context.Context, current, newPassword string) error {
+	r, err := c.userRequest(ctx, protocol.TypePasswd, map[string]any{"password": current, "new": newPassword})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.session = r.Session
+	c.mu.Unlock()
+	return nil
+}
+
+// Logout revokes this connection's session on the server; the connection
+// stays identified until it is closed.
+func (c *Client) Logout(ctx context.Context) error {
+	if _, err := c.userRequest(ctx, protocol.TypeLogout, nil); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.session = ""
+	c.mu.Unlock()
+	return nil
+}
+
+// MissedCalls returns the user's missed calls, newest first; with clear the
+// server empties the list after returning it. While the user is online,
+// each new missed call also arrives on Events as a protocol.TypeMissedCall
+// event (User: the caller, At, Reason).
+func (c *Client) MissedCalls(ctx context.Context, clear bool) ([]protocol.MissedCall, error) {
+	r, err := c.userRequest(ctx, protocol.TypeMissedCalls, map[string]any{"clear": clear})
+	if err != nil {
+		return nil, err
+	}
+	calls := []protocol.MissedCall{}
+	if len(r.Calls) > 0 {
+		if err := json.Unmarshal(r.Calls, &calls); err != nil {
+			return nil, fmt.Errorf("client: decode missed calls: %w", err)
+		}
+	}
+	return calls, nil
 }
 
 // AddPeers adds peers to the user's list. Unknown names fail the whole call

@@ -21,6 +21,11 @@ var (
 	// ErrNotForceCall is returned by Media for an event that is not a
 	// force-call with a ticket.
 	ErrNotForceCall = errors.New("client: not a force-call event")
+	// ErrEventsOverflow means the client ended the connection because
+	// Options.EventBuffer events were received and not read from Events:
+	// rather than drop an event (a call, an unpair), it lets the app notice
+	// and reconnect.
+	ErrEventsOverflow = errors.New("client: too many unread events")
 	// ErrBadURL is returned by Dial for a server URL it cannot use.
 	ErrBadURL = errors.New("client: bad server URL")
 )

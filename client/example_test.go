@@ -153,3 +153,85 @@ func ExampleClient_Media() {
 	// bob: got "hello bob"
 	// alice: call over: true true
 }
+
+// A session from Login identifies a later connection (a reconnect, a
+// restarted program) without the password.
+func ExampleClient_LoginSession() {
+	srv, stop := servertest.StartExample(nil)
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	first := mustUser(ctx, srv.URL, "alice")
+	session := first.Session() // keep it like a password
+	first.Close()
+
+	c, err := client.Dial(ctx, srv.URL, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.LoginSession(ctx, "alice", session); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("back as", c.User())
+
+	// Logout revokes it: the next LoginSession fails like a wrong password.
+	if err := c.Logout(ctx); err != nil {
+		log.Fatal(err)
+	}
+	c2, err := client.Dial(ctx, srv.URL, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c2.Close()
+	_, err = c2.LoginSession(ctx, "alice", session)
+	fmt.Println(errors.Is(err, &protocol.Error{Code: protocol.ErrAuthFailed}))
+	// Output:
+	// back as alice
+	// true
+}
+
+// Calls to a user who is offline are kept for them as missed calls.
+func ExampleClient_MissedCalls() {
+	srv, stop := servertest.StartExample(nil)
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	bob := mustUser(ctx, srv.URL, "bob")
+	alice := mustUser(ctx, srv.URL, "alice", "bob")
+	defer alice.Close()
+	if err := bob.AddPeers(ctx, "alice"); err != nil {
+		log.Fatal(err)
+	}
+	bob.Close()
+	for { // wait until the server saw bob leave
+		ev := waitEvent(alice, protocol.TypeStatus)
+		if ev.User == "bob" && ev.Status == protocol.StatusOffline {
+			break
+		}
+	}
+
+	_, err := alice.Call(ctx, "bob")
+	fmt.Println(errors.Is(err, &protocol.Error{Code: protocol.ErrOffline}))
+
+	c, err := client.Dial(ctx, srv.URL, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Login(ctx, "bob", "sesameopen"); err != nil {
+		log.Fatal(err)
+	}
+	calls, err := c.MissedCalls(ctx, true) // and clear the list
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, mc := range calls {
+		fmt.Println(mc.User, mc.Reason)
+	}
+	// Output:
+	// true
+	// alice offline
+}

@@ -207,7 +207,7 @@ func TestEventsNeverBlockAndCloseWithConnection(t *testing.T) {
 		_ = c.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(4000, "bye"), time.Now().Add(time.Second))
 	})
-	c, err := client.Dial(ctx, url, nil)
+	c, err := client.Dial(ctx, url, &client.Options{EventBuffer: n})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,6 +235,106 @@ func TestEventsNeverBlockAndCloseWithConnection(t *testing.T) {
 	<-c.Done()
 	if err := c.Err(); !errors.As(err, &ce) || ce.Code != 4000 {
 		t.Errorf("Err() = %v, want close 4000", err)
+	}
+}
+
+// TestEventsOverflow: a client whose app never reads Events holds at most
+// EventBuffer events; the next one ends the connection with
+// ErrEventsOverflow (close 1001 to the server) instead of being dropped, and
+// the events queued before it are still delivered, in order.
+func TestEventsOverflow(t *testing.T) {
+	const limit = 10
+	tests := []struct {
+		name     string
+		events   int
+		overflow bool
+	}{
+		{"at the limit the connection stays", limit, false},
+		{"one more closes it", limit + 1, true},
+		{"a flood closes it", 10 * limit, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := testContext(t)
+			closeCode := make(chan int, 1)
+			url := scripted(t, func(c *websocket.Conn) {
+				req, err := readReq(c)
+				if err != nil {
+					return
+				}
+				for i := range tt.events {
+					ev := fmt.Sprintf(`{"type":"status","user":"bob","status":"s%d"}`, i)
+					if c.WriteMessage(websocket.TextMessage, []byte(ev)) != nil {
+						break
+					}
+				}
+				_ = answer(c, req, "")
+				// Then read until the client leaves, and report how.
+				for {
+					if _, _, err := c.ReadMessage(); err != nil {
+						var ce *websocket.CloseError
+						if errors.As(err, &ce) {
+							closeCode <- ce.Code
+						} else {
+							closeCode <- -1
+						}
+						return
+					}
+				}
+			})
+			c, err := client.Dial(ctx, url, &client.Options{EventBuffer: limit, Logger: testlog.New(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_, err = c.Send(ctx, map[string]any{"type": "peers"})
+			if !tt.overflow {
+				if err != nil {
+					t.Fatalf("Send = %v, want the answer", err)
+				}
+				if c.Err() != nil {
+					t.Fatalf("Err() = %v with %d events queued", c.Err(), tt.events)
+				}
+				for i := range tt.events {
+					if ev := <-c.Events(); ev.Status != fmt.Sprintf("s%d", i) {
+						t.Fatalf("event %d = %+v", i, ev)
+					}
+				}
+				return
+			}
+			if !errors.Is(err, client.ErrClosed) || !errors.Is(err, client.ErrEventsOverflow) {
+				t.Fatalf("Send = %v, want ErrClosed wrapping ErrEventsOverflow", err)
+			}
+			select {
+			case <-c.Done():
+			case <-ctx.Done():
+				t.Fatal("connection still open after overflow")
+			}
+			if !errors.Is(c.Err(), client.ErrEventsOverflow) {
+				t.Errorf("Err() = %v, want ErrEventsOverflow", c.Err())
+			}
+			select {
+			case code := <-closeCode:
+				if code != websocket.CloseGoingAway {
+					t.Errorf("server saw close code %d, want %d", code, websocket.CloseGoingAway)
+				}
+			case <-ctx.Done():
+				t.Fatal("server never saw the client leave")
+			}
+			i := 0
+			for ev := range c.Events() {
+				if want := fmt.Sprintf("s%d", i); ev.Status != want {
+					t.Fatalf("event %d = %+v, want status %s", i, ev, want)
+				}
+				i++
+			}
+			if i != limit {
+				t.Errorf("delivered %d events after overflow, want the %d queued", i, limit)
+			}
+			if _, err := c.Next(ctx, protocol.TypeCall); !errors.Is(err, client.ErrEventsOverflow) {
+				t.Errorf("Next after overflow = %v, want ErrEventsOverflow", err)
+			}
+		})
 	}
 }
 

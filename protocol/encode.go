@@ -23,6 +23,7 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = appendField(b, "reason", e.Reason)
 	b = appendField(b, "ticket", e.Ticket)
 	b = appendField(b, "media", e.Media)
+	b = appendField(b, "at", e.At)
 	return append(b, '}')
 }
 
@@ -56,6 +57,11 @@ func (r *Response) AppendJSON(b []byte) []byte {
 	if len(r.Peers) > 0 {
 		b = append(b, `,"peers":`...)
 		b = append(b, r.Peers...)
+	}
+	b = appendField(b, "session", r.Session)
+	if len(r.Calls) > 0 {
+		b = append(b, `,"calls":`...)
+		b = append(b, r.Calls...)
 	}
 	return append(b, '}')
 }

@@ -11,6 +11,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		{Type: TypeCall, User: "a", Peer: "b", Tx: "0.4194567419"},
 		{Type: TypeUnpair, User: "a", Peer: "b", Reason: ReasonHangup},
 		{Type: TypeForceCall, Peer: "b", Ticket: "k3J-_x", Media: MediaPath},
+		{Type: TypeMissedCall, User: "a", Peer: "b", At: "2026-01-01T00:00:00Z", Reason: ReasonTimeout},
 		{Type: TypeStatus, User: "ü<é>", Status: "in \"a\" meeting \\ \n & \u2028 \x00"},
 		{},
 	}
@@ -22,6 +23,9 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	}
 	responses := []Response{
 		{Type: TypeRes, For: "whoami", Tx: "1", OK: true, Device: "d1"},
+		{Type: TypeRes, For: "whoami", Tx: "1", OK: true, Device: "d1", Session: "abc_-9"},
+		{Type: TypeRes, For: "missed-calls", Tx: "4", OK: true, Calls: json.RawMessage(`[]`)},
+		{Type: TypeRes, For: "missed-calls", Tx: "4", OK: true, Calls: json.RawMessage(`[{"user":"b","at":"2026-01-01T00:00:00Z","reason":"offline"}]`)},
 		{Type: TypeRes, For: "", OK: false, Error: ErrBadJSON, Reason: "the frame is not a JSON object"},
 		{Type: TypeRes, For: "add-peers", Tx: "-2.5", Error: ErrNotFound, Reason: "x", Missing: []string{"g", "h"}},
 		{Type: TypeRes, For: "peers", Tx: "3", OK: true, Peers: json.RawMessage(`[{"user":"b","mutual":true,"online":false,"status":null}]`)},

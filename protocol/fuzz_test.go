@@ -20,6 +20,12 @@ var seeds = []string{
 	`{"type":"cancel","user":"userA","peer":"userB","tx":7}`,
 	`{"type":"unpair","user":"userA","peer":"userB","tx":8}`,
 	`{"type":"media","ticket":"k3J"}`,
+	`{"type":"whoami","user":"userA","session":"q7Yp3xk0bXc2nN4aZ1mQ8rT5vW9yE6uI0oPaSdFgHjK","tx":9}`,
+	`{"type":"passwd","user":"userA","password":"sesameopen","new":"opensesame","tx":10}`,
+	`{"type":"logout","user":"userA","tx":11}`,
+	`{"type":"missed-calls","user":"userA","tx":12}`,
+	`{"type":"missed-calls","user":"userA","clear":true,"tx":13}`,
+	`{"type":"whoami","user":"a","password":"x","session":"y","tx":1}`, `{"type":"missed-calls","user":"a","clear":"yes","tx":1}`,
 	`{"type":5,"tx":"x"}`, `[]`, `null`, `{"tx":1e400}`, `{"peers":[1,2]}`, `{"type":"call","user":"a","peer":"a","tx":-0}`,
 }
 
@@ -111,6 +117,20 @@ func TestValidateTable(t *testing.T) {
 		{"del self ok", `{"type":"del-peers","user":"a","peers":["a"],"tx":1}`, "", ""},
 		{"call self", `{"type":"call","user":"a","peer":"a","tx":1}`, ErrBadRequest, "peer"},
 		{"status empty", `{"type":"status","user":"a","status":"","tx":1}`, ErrBadRequest, "status"},
+		{"whoami session", `{"type":"whoami","user":"a","session":"x","tx":1}`, "", ""},
+		{"whoami truncated session is not bad-request", `{"type":"whoami","user":"a","session":"q7","tx":1}`, "", ""},
+		{"whoami neither", `{"type":"whoami","user":"a","tx":1}`, ErrBadRequest, "password"},
+		{"whoami both", `{"type":"whoami","user":"a","password":"x","session":"y","tx":1}`, ErrBadRequest, "session"},
+		{"whoami session number", `{"type":"whoami","user":"a","session":5,"tx":1}`, ErrBadRequest, "session"},
+		{"whoami session too long", `{"type":"whoami","user":"a","session":"` + string(aaa(1025)) + `","tx":1}`, ErrBadRequest, "session"},
+		{"passwd ok", `{"type":"passwd","user":"a","password":"x","new":"longenough","tx":1}`, "", ""},
+		{"passwd no new", `{"type":"passwd","user":"a","password":"x","tx":1}`, ErrBadRequest, "new"},
+		{"passwd short new", `{"type":"passwd","user":"a","password":"x","new":"short","tx":1}`, ErrBadRequest, "new"},
+		{"passwd no password", `{"type":"passwd","user":"a","new":"longenough","tx":1}`, ErrBadRequest, "password"},
+		{"logout", `{"type":"logout","user":"a","tx":1}`, "", ""},
+		{"missed-calls", `{"type":"missed-calls","user":"a","tx":1}`, "", ""},
+		{"missed-calls clear", `{"type":"missed-calls","user":"a","clear":true,"tx":1}`, "", ""},
+		{"missed-calls clear not bool", `{"type":"missed-calls","user":"a","clear":1,"tx":1}`, ErrBadRequest, "clear"},
 		{"unknown fields ignored", `{"type":"peers","user":"a","tx":1,"nested":{"x":[1]}}`, "", ""},
 	}
 	for _, tc := range cases {
@@ -131,6 +151,14 @@ func TestValidateTable(t *testing.T) {
 			}
 		})
 	}
+}
+
+func aaa(n int) []byte {
+	b := []byte{}
+	for range n {
+		b = append(b, 'a')
+	}
+	return b
 }
 
 func make65() []byte {

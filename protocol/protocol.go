@@ -1,4 +1,5 @@
-// Package protocol is the umplug wire contract (v1): the message types, the
+// Package protocol is the umplug wire contract (v1, plus v2 sessions and
+// missed calls): the message types, the
 // error codes, the close codes and the limits shared by the server, the Go
 // client and any third-party client. docs/protocol.md is its prose twin.
 //
@@ -13,6 +14,14 @@
 //	call     {user,peer,tx}            ->  res ok ("ringing"); callee devices <- call
 //	accept   {user,peer,tx=call's tx}  ->  res; caller <- accept; both <- force-call {peer,ticket,media}
 //	reject / cancel / unpair           ->  res; the other side <- reject / cancel / unpair
+//
+// v2 (sections 8–9 of the contract):
+//
+//	whoami   {user,session,tx}         ->  res {ok,device,session}   (no password hashing)
+//	passwd   {user,password,new,tx}    ->  res {ok,session}; the user's other connections close 1008
+//	logout   {user,tx}                 ->  res {ok}   (this connection's session is revoked)
+//	missed-calls {user,clear?,tx}      ->  res {ok,calls:[{user,at,reason}]} newest first
+//	                                   <-  missed-call {user,peer,at,reason}   (to the callee's devices)
 //
 // Message flow on /media: the device sends {type:"media",ticket}; when both
 // devices of the pair are there, each gets {type:"paired",peer}; then binary
@@ -38,12 +47,16 @@ const (
 	TypeReject      = "reject"       // decline a ringing call (client) / your call was declined (server)
 	TypeCancel      = "cancel"       // stop ringing (client) / the ringing stopped (server)
 	TypeUnpair      = "unpair"       // hang up an active call (client) / the call ended (server)
+	TypePasswd      = "passwd"       // change own password: revokes every session, closes the other devices; res carries a new session
+	TypeLogout      = "logout"       // revoke this connection's session (the connection stays identified)
+	TypeMissedCalls = "missed-calls" // list own missed calls, newest first (clear: true empties the list)
 )
 
 // Server-only message types.
 const (
-	TypeRes       = "res"        // the response to a client message
-	TypeForceCall = "force-call" // connect your media now, with this ticket
+	TypeRes        = "res"         // the response to a client message
+	TypeForceCall  = "force-call"  // connect your media now, with this ticket
+	TypeMissedCall = "missed-call" // a call to you was just missed (to the callee's online devices)
 )
 
 // Media message types (/media text frames).
@@ -89,6 +102,14 @@ const (
 	ReasonShutdown          = "shutdown"           // any: the server is shutting down
 )
 
+// Missed-call reasons (contract section 9) are the reasons above: a call is
+// recorded as missed for its callee with ReasonTimeout (nobody answered),
+// ReasonCancelled (the caller stopped ringing), ReasonDisconnected (the
+// caller's device went away while ringing), ReasonOffline (the callee was
+// offline when called, or its last device left while ringing) or
+// ReasonShutdown (the server stopped while it rang). ReasonRejected and
+// ReasonAnsweredElsewhere never make a missed call.
+
 // Status values the server itself sets.
 const (
 	StatusOnline  = "online"  // a user's status when a connection is identified
@@ -101,10 +122,13 @@ const (
 	CloseGoingAway      = 1001 // the server is shutting down; reconnect later
 	CloseProtocolError  = 1002 // a WebSocket protocol violation on /meta (terminal)
 	CloseUnsupported    = 1003 // a binary frame on /meta: terminal protocol violation
-	ClosePolicy         = 1008 // media: bad ticket; meta: sustained rate-limit abuse (terminal)
+	ClosePolicy         = 1008 // media: bad ticket; meta: sustained rate-limit abuse, or the password changed (terminal)
 	CloseTooBig         = 1009 // a frame over MaxFrameBytes (terminal)
 	CloseInternal       = 1011 // unexpected server error; reconnect later
 	CloseReasonUnpaired = "unpaired"
+	// CloseReasonPasswordChanged closes (ClosePolicy) the other connections
+	// of a user whose password was changed: their sessions are revoked.
+	CloseReasonPasswordChanged = "password changed"
 )
 
 // Limits of the contract. Servers may be configured differently; these are the
@@ -125,4 +149,8 @@ const (
 	RingingTimeout = 30 * time.Second // default ringing timeout
 	TicketTTL      = 30 * time.Second // an unused ticket expires after this
 	MediaWait      = 30 * time.Second // the peer's media must arrive within this
+
+	SessionTTL     = 30 * 24 * time.Hour // default: a session expires this long after its last use
+	MaxSessionLen  = 1024                // bytes; a longer session field is bad-request
+	MaxMissedCalls = 100                 // missed calls kept per user (oldest dropped)
 )

@@ -66,13 +66,16 @@ type Request struct {
 	Status   string
 	Ticket   string
 	Peers    []string
+	Session  string // whoami: instead of password
+	New      string // passwd: the new password
+	Clear    bool   // missed-calls: empty the list after returning it
 
 	present field // fields present and well typed
 	badType field // fields present with the wrong JSON type
 }
 
 // field is a bit set naming Request fields.
-type field uint16
+type field uint32
 
 const (
 	fType field = 1 << iota
@@ -83,11 +86,16 @@ const (
 	fStatus
 	fTicket
 	fPeers
+	fSession
+	fNew
+	fClear
+	fLast = fClear
 )
 
 var fieldNames = map[field]string{
 	fType: "type", fTx: "tx", fUser: "user", fPassword: "password",
 	fPeer: "peer", fStatus: "status", fTicket: "ticket", fPeers: "peers",
+	fSession: "session", fNew: "new", fClear: "clear",
 }
 
 // rawRequest decodes every field as raw JSON so that an ill-typed field never
@@ -101,6 +109,9 @@ type rawRequest struct {
 	Status   json.RawMessage `json:"status"`
 	Ticket   json.RawMessage `json:"ticket"`
 	Peers    json.RawMessage `json:"peers"`
+	Session  json.RawMessage `json:"session"`
+	New      json.RawMessage `json:"new"`
+	Clear    json.RawMessage `json:"clear"`
 }
 
 // DecodeRequest parses one client frame. It fails only when the frame is not
@@ -130,6 +141,19 @@ func DecodeRequest(b []byte) (*Request, *Error) {
 	r.str(raw.Peer, fPeer, &r.Peer)
 	r.str(raw.Status, fStatus, &r.Status)
 	r.str(raw.Ticket, fTicket, &r.Ticket)
+	r.str(raw.Session, fSession, &r.Session)
+	r.str(raw.New, fNew, &r.New)
+	if len(raw.Clear) > 0 && !isNull(raw.Clear) {
+		switch string(bytes.TrimSpace(raw.Clear)) {
+		case "true":
+			r.Clear = true
+			r.present |= fClear
+		case "false":
+			r.present |= fClear
+		default:
+			r.badType |= fClear
+		}
+	}
 	if len(raw.Peers) > 0 && !isNull(raw.Peers) {
 		if err := json.Unmarshal(raw.Peers, &r.Peers); err != nil {
 			r.badType |= fPeers
@@ -193,7 +217,7 @@ func jsonErrText(err error) string {
 // requires besides type and tx.
 var clientTypes = map[string]field{
 	TypeRegUser:     fUser | fPassword,
-	TypeWhoami:      fUser | fPassword,
+	TypeWhoami:      fUser, // and password XOR session: see Validate
 	TypeAddPeers:    fUser | fPeers,
 	TypeDelPeers:    fUser | fPeers,
 	TypePeers:       fUser,
@@ -204,6 +228,9 @@ var clientTypes = map[string]field{
 	TypeReject:      fUser | fPeer,
 	TypeCancel:      fUser | fPeer,
 	TypeUnpair:      fUser | fPeer,
+	TypePasswd:      fUser | fPassword | fNew,
+	TypeLogout:      fUser,
+	TypeMissedCalls: fUser,
 }
 
 // IsClientType reports whether t is a client message type of /meta.
@@ -230,7 +257,7 @@ func (r *Request) CheckEnvelope() *Error {
 // CheckEnvelope passed.
 func (r *Request) Validate() *Error {
 	need := clientTypes[r.Type]
-	for f := fUser; f <= fPeers; f <<= 1 {
+	for f := fUser; f <= fLast; f <<= 1 {
 		if need&f == 0 {
 			continue
 		}
@@ -247,6 +274,19 @@ func (r *Request) Validate() *Error {
 	}
 	if r.Type == TypeRegUser && r.badType&fPeers != 0 {
 		return Errorf(ErrBadRequest, "peers: must be an array of strings")
+	}
+	if r.Type == TypeWhoami {
+		if perr := r.checkCredential(); perr != nil {
+			return perr
+		}
+	}
+	if r.Type == TypeMissedCalls && r.badType&fClear != 0 {
+		return Errorf(ErrBadRequest, "clear: must be a boolean")
+	}
+	if need&fNew != 0 {
+		if err := CheckPassword(r.New); err != nil {
+			return Errorf(ErrBadRequest, "new: %s", err)
+		}
 	}
 	if need&fUser != 0 {
 		if err := CheckName(r.User); err != nil {
@@ -283,6 +323,27 @@ func (r *Request) Validate() *Error {
 				return Errorf(ErrBadRequest, "peers[%d]: cannot be yourself", i)
 			}
 		}
+	}
+	return nil
+}
+
+// checkCredential checks whoami's credential: exactly one of password and
+// session. A session's content is not checked here (a forged or truncated
+// one is auth-failed, exactly like a wrong password), only its size.
+func (r *Request) checkCredential() *Error {
+	for _, f := range []field{fPassword, fSession} {
+		if r.badType&f != 0 {
+			return Errorf(ErrBadRequest, "%s: must be a string", fieldNames[f])
+		}
+	}
+	hasPw, hasSess := r.present&fPassword != 0, r.present&fSession != 0
+	switch {
+	case !hasPw && !hasSess:
+		return Errorf(ErrBadRequest, "password: missing (send password or session)")
+	case hasPw && hasSess:
+		return Errorf(ErrBadRequest, "session: send either password or session, not both")
+	case hasSess && len(r.Session) > MaxSessionLen:
+		return Errorf(ErrBadRequest, "session: longer than %d bytes", MaxSessionLen)
 	}
 	return nil
 }
@@ -362,6 +423,16 @@ type Response struct {
 	Device  string          `json:"device,omitempty"`  // whoami
 	Missing []string        `json:"missing,omitempty"` // not-found
 	Peers   json.RawMessage `json:"peers,omitempty"`   // peers: []PeerInfo; peers-online: []string
+	Session string          `json:"session,omitempty"` // whoami, passwd: a secret, never log it
+	Calls   json.RawMessage `json:"calls,omitempty"`   // missed-calls: []MissedCall, newest first
+}
+
+// MissedCall is one entry of the missed-calls response: who called, when
+// (RFC 3339, UTC) and why it was missed (a Reason* constant).
+type MissedCall struct {
+	User   string `json:"user"`
+	At     string `json:"at"`
+	Reason string `json:"reason"`
 }
 
 // PeerInfo is one entry of the peers response. Online and Status are only
@@ -382,7 +453,7 @@ func (r *Response) Err() *Error {
 }
 
 // Event is a server-initiated message on /meta: status, call, accept, reject,
-// cancel, unpair or force-call.
+// cancel, unpair, force-call or missed-call.
 type Event struct {
 	Type   string `json:"type"`
 	User   string `json:"user,omitempty"`
@@ -392,6 +463,7 @@ type Event struct {
 	Reason string `json:"reason,omitempty"`
 	Ticket string `json:"ticket,omitempty"` // force-call only; a secret, never log it
 	Media  string `json:"media,omitempty"`  // force-call only
+	At     string `json:"at,omitempty"`     // missed-call only: RFC 3339
 }
 
 // MediaHello is the first frame a device sends on /media.
@@ -416,10 +488,15 @@ type ServerMessage struct {
 	Status string `json:"status,omitempty"`
 	Ticket string `json:"ticket,omitempty"`
 	Media  string `json:"media,omitempty"`
+	At     string `json:"at,omitempty"`
 }
 
 // Event returns the server message as an Event.
 func (m *ServerMessage) Event() Event {
 	return Event{Type: m.Type, User: m.User, Peer: m.Peer, Tx: m.Tx, Status: m.Status,
-		Reason: m.Reason, Ticket: m.Ticket, Media: m.Media}
+		Reason: m.Reason, Ticket: m.Ticket, Media: m.Media, At: m.At}
 }
+
+// HasSession reports whether the request carries a session field (whoami
+// by session rather than password).
+func (r *Request) HasSession() bool { return r.present&fSession != 0 }

@@ -201,6 +201,15 @@ func runPipe(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return fmt.Errorf("pipe: waiting for %s's media: %w", peer, ctx.Err())
 	}
 	log.Info("connected", "peer", peer)
+	// Nothing below waits for an event, but the client bounds the unread
+	// ones (client.Options.EventBuffer): keep reading them, so that a long
+	// call with chatty peers is not ended by ErrEventsOverflow. The loop
+	// ends when c is closed.
+	go func() {
+		for ev := range c.Events() {
+			log.Debug("event during the call", "type", ev.Type, "user", ev.User)
+		}
+	}()
 	return relay(ctx, c, m, log, peer, cfg.linger, stdin, stdout)
 }
 

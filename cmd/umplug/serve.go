@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/user-media-plug/umplug/internal/admin"
 	"github.com/user-media-plug/umplug/internal/media"
 	"github.com/user-media-plug/umplug/internal/meta"
 	"github.com/user-media-plug/umplug/internal/server"
@@ -48,6 +49,7 @@ type serveConfig struct {
 	icePublicIPs    string
 	iceIPs          string
 	iceInterfaces   string
+	sessionTTL      time.Duration
 }
 
 // envOr returns the environment variable's value, or def.
@@ -117,6 +119,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.icePublicIPs, "ice-public-ip", envOr("UMPLUG_ICE_PUBLIC_IP", ""), "comma-separated public IPs to advertise instead of the local ones, for a server behind 1:1 NAT (cloud VMs) (env UMPLUG_ICE_PUBLIC_IP)")
 	fs.StringVar(&c.iceIPs, "ice-ips", envOr("UMPLUG_ICE_IPS", ""), "comma-separated local IPs WebRTC media may use; default: the -addr IP, or every address when -addr listens on all (env UMPLUG_ICE_IPS)")
 	fs.StringVar(&c.iceInterfaces, "ice-interfaces", envOr("UMPLUG_ICE_INTERFACES", ""), "comma-separated network interfaces WebRTC media may use, e.g. eth0 (env UMPLUG_ICE_INTERFACES)")
+	fs.DurationVar(&c.sessionTTL, "session-ttl", envDuration("UMPLUG_SESSION_TTL", 30*24*time.Hour), "a login session expires this long after its last use (env UMPLUG_SESSION_TTL)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -220,6 +223,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 			RegistrationsPerAddr: c.regsPerMinute,
 			RateLimit:            c.msgRate,
 			RateBurst:            c.msgBurst,
+			SessionTTL:           c.sessionTTL,
 		},
 		Media:           media.Config{WebRTC: wc},
 		AllowedOrigins:  splitList(c.allowedOrigins),
@@ -232,6 +236,14 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	if err != nil {
 		return err
+	}
+	// The admin socket lets `umplug user passwd` change a password while
+	// this server holds the store (and revoke sessions, close connections).
+	adm, err := admin.Listen(c.data, srv.Meta(), log.With("part", "admin"))
+	if err != nil {
+		log.Warn("no admin socket: `umplug user passwd` cannot reach this server", "err", err)
+	} else {
+		defer adm.Close()
 	}
 	if c.debugAddr != "" {
 		dln, err := net.Listen("tcp", c.debugAddr)
@@ -280,6 +292,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
+	if adm != nil {
+		_ = adm.Close() // no admin command may reach a store being closed
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
 	// Phases (server.Shutdown): stop accepting, tell devices, media, HTTP.

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/user-media-plug/umplug/internal/admin"
 	"github.com/user-media-plug/umplug/internal/password"
 	"github.com/user-media-plug/umplug/internal/store"
 	"github.com/user-media-plug/umplug/protocol"
@@ -18,13 +19,16 @@ import (
 
 const userUsage = `usage: umplug user [-data DIR] <command> [flags]
 
-Administer the user store offline (the server must not be running on DIR).
-Passwords are read from the first line of stdin, never from the command line.
+Administer the user store offline (the server must not be running on DIR),
+except passwd, which also works while a server runs on DIR (through its
+admin socket DIR/admin.sock). Passwords are read from the first line of
+stdin, never from the command line.
 
 commands:
   add NAME [-peers a,b]          create a user (password on stdin)
   del NAME                       delete a user and remove it from every peer list
-  passwd NAME                    set a user's password (password on stdin)
+  passwd NAME                    set a user's password (password on stdin), revoke
+                                 every session of the user and close its connections
   list                           print every user and their peers
   peers NAME [-add a,b] [-del c] print or change a user's peers
 
@@ -102,6 +106,12 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 
 	s, err := store.OpenPebble(*data, nil)
 	if err != nil {
+		if errors.Is(err, store.ErrLocked) && cmd == "passwd" {
+			if err := u.passwdOnline(*data, name); err != nil {
+				return fmt.Errorf("user %s: %w", cmd, err)
+			}
+			return nil
+		}
 		if errors.Is(err, store.ErrLocked) {
 			return fmt.Errorf("user %s: the data directory %s is held by a running umplug server; "+
 				"stop the server first, or use the protocol (reg-user, add-peers) while it runs: %w", cmd, *data, err)
@@ -219,10 +229,32 @@ func (u *userCmd) passwd(name string) error {
 	if err != nil {
 		return err
 	}
+	// Sessions first: interrupted in between, the old password stays with
+	// no session, never the new one with old sessions.
+	n, err := u.s.DeleteSessions(u.ctx, name)
+	if err != nil {
+		return err
+	}
 	if err := u.s.SetPassword(u.ctx, name, hash); err != nil {
 		return err
 	}
-	fmt.Fprintf(u.stdout, "password of %s changed\n", name)
+	fmt.Fprintf(u.stdout, "password of %s changed; %d session(s) revoked\n", name, n)
+	return nil
+}
+
+// passwdOnline changes the password through the running server's admin
+// socket: the server revokes the sessions and closes the user's
+// connections. The password is hashed here; only the hash is sent.
+func (u *userCmd) passwdOnline(dir, name string) error {
+	hash, err := u.readAndHash()
+	if err != nil {
+		return err
+	}
+	revoked, closed, err := admin.SetPassword(u.ctx, dir, name, hash)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(u.stdout, "password of %s changed by the running server; %d session(s) revoked, %d connection(s) closed\n", name, revoked, closed)
 	return nil
 }
 

@@ -14,17 +14,17 @@ import (
 
 // CallsResult is the outcome of the calls scenario.
 type CallsResult struct {
-	Pairs     int
-	Elapsed   time.Duration // wall time of the measured loop
-	Setups    int           // complete setups: both force-calls received
-	Hangups   int           // hang-ups whose unpair reached the other side
-	Failures  map[string]int
-	Setup     latencies // call sent → both force-calls received
-	Hangup    latencies // unpair sent → the other side's unpair event
-	ServerCPU time.Duration
-	CPUSource string
-	ClientCPU time.Duration // the load generator's own CPU meanwhile
-	Rate      float64       // per-connection pacing (msg/s), negative: unpaced
+	Pairs     int            `json:"pairs"`
+	Elapsed   time.Duration  `json:"elapsed_ns"` // wall time of the measured loop
+	Setups    int            `json:"setups"`     // complete setups: both force-calls received
+	Hangups   int            `json:"hangups"`    // hang-ups whose unpair reached the other side
+	Failures  map[string]int `json:"failures"`
+	Setup     latencies      `json:"setup"`  // call sent → both force-calls received
+	Hangup    latencies      `json:"hangup"` // unpair sent → the other side's unpair event
+	ServerCPU time.Duration  `json:"server_cpu_ns"`
+	CPUSource string         `json:"cpu_source"`
+	ClientCPU time.Duration  `json:"client_cpu_ns"` // the load generator's own CPU meanwhile
+	Rate      float64        `json:"rate"`          // per-connection pacing (msg/s), 0: unpaced
 }
 
 // SetupsPerSec is the setup throughput.
@@ -38,6 +38,20 @@ func (r *CallsResult) SetupsPerSec() float64 {
 // CPUPerSetup is server CPU time per setup.
 func (r *CallsResult) CPUPerSetup() time.Duration {
 	return cpuPer(r.ServerCPU, int64(r.Setups))
+}
+
+// Summary implements Result.
+func (r *CallsResult) Summary() map[string]float64 {
+	return map[string]float64{
+		"setups":                  float64(r.Setups),
+		"setups_per_sec":          r.SetupsPerSec(),
+		"setup_p50_ns":            float64(r.Setup.P50),
+		"setup_p99_ns":            float64(r.Setup.P99),
+		"setup_max_ns":            float64(r.Setup.Max),
+		"hangup_p99_ns":           float64(r.Hangup.P99),
+		"server_cpu_per_setup_ns": float64(r.CPUPerSetup()),
+		"failures":                float64(sumCounts(r.Failures)),
+	}
 }
 
 // Rows implements Result.
@@ -393,6 +407,6 @@ func (g *gen) runCalls(ctx context.Context) (*CallsResult, error) {
 		ServerCPU: cpu1 - cpu0,
 		CPUSource: src,
 		ClientCPU: selfCPU() - self0,
-		Rate:      g.cfg.Rate,
+		Rate:      g.cfg.pacing(),
 	}, nil
 }

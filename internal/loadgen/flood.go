@@ -13,18 +13,34 @@ import (
 
 // FloodResult is the outcome of the login-flood scenario.
 type FloodResult struct {
-	Pairs, Flood int
-	Identified   int // flood whoami answered ok
-	Failures     map[string]int
-	FloodTime    time.Duration // release → last whoami answered
-	Whoami       latencies
-	Setups       int
-	CallsBefore  latencies // setups started before the flood
-	CallsDuring  latencies // setups started during the flood
-	CallFailures map[string]int
-	RSSBaseline  float64 // before the flood
-	RSSPeak      float64 // highest of /metrics polled every 100 ms
-	Elapsed      time.Duration
+	Pairs        int            `json:"pairs"`
+	Flood        int            `json:"flood"`
+	Identified   int            `json:"identified"` // flood whoami answered ok
+	Failures     map[string]int `json:"failures"`
+	FloodTime    time.Duration  `json:"flood_time_ns"` // release → last whoami answered
+	Whoami       latencies      `json:"whoami"`
+	Setups       int            `json:"setups"`
+	CallsBefore  latencies      `json:"calls_before"` // setups started before the flood
+	CallsDuring  latencies      `json:"calls_during"` // setups started during the flood
+	CallFailures map[string]int `json:"call_failures"`
+	RSSBaseline  float64        `json:"rss_baseline_bytes"` // before the flood
+	RSSPeak      float64        `json:"rss_peak_bytes"`     // highest of /metrics polled every 100 ms
+	Elapsed      time.Duration  `json:"elapsed_ns"`
+}
+
+// Summary implements Result.
+func (r *FloodResult) Summary() map[string]float64 {
+	return map[string]float64{
+		"identified":          float64(r.Identified),
+		"flood_time_ns":       float64(r.FloodTime),
+		"whoami_p99_ns":       float64(r.Whoami.P99),
+		"calls_before_p99_ns": float64(r.CallsBefore.P99),
+		"calls_during_n":      float64(r.CallsDuring.N),
+		"calls_during_p99_ns": float64(r.CallsDuring.P99),
+		"rss_baseline_bytes":  r.RSSBaseline,
+		"rss_peak_bytes":      r.RSSPeak,
+		"failures":            float64(sumCounts(r.Failures) + sumCounts(r.CallFailures)),
+	}
 }
 
 // Rows implements Result.

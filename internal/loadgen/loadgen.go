@@ -5,7 +5,8 @@
 // Scenarios:
 //
 //	calls        P caller/callee pairs doing full call setups in a loop
-//	idle         N identified, idle connections: server RSS per connection
+//	idle         identified, idle connections: server RSS per connection, as
+//	             the slope between two connection counts
 //	presence     one user with K online mutual peers changes status M times
 //	login-flood  calls, plus F whoami fired at once from separate connections
 //	media        P calls streaming timestamped frames both ways through the
@@ -24,7 +25,9 @@
 // The server's per-connection message rate limit (20/s, burst 50 by default)
 // bounds what one connection may send; Config.Rate paces every connection
 // below it, so a run measures the server and not its refusals. Against a
-// server with a raised limit, run unpaced.
+// server with the limit off (umplug serve -msg-rate -1), set Config.Unpaced
+// (umplug bench -unpaced): a Rate of 0 always means the default, never
+// "unpaced".
 package loadgen
 
 import (
@@ -64,9 +67,15 @@ type Config struct {
 	// FPS paces each media side to this many frames per second (video-like:
 	// 30 with FrameBytes 10240); 0 sends as fast as the relay takes them.
 	FPS float64
-	// Conns is the number of idle identified connections; default 10,000.
-	// The load generator needs about as many open files.
+	// Conns is the number of idle identified connections at the second
+	// measurement; default 10,000. The load generator needs about as many
+	// open files.
 	Conns int
+	// ConnsBase is the number of idle connections at the first measurement;
+	// default Conns/2. Per-connection figures are the slope between the two
+	// (ΔRSS/Δconnections), so that fixed costs (the argon2 arena the logins
+	// left, runtime caches) are not counted per connection.
+	ConnsBase int
 	// Peers is the number of online mutual peers of the presence user;
 	// default 1000 (at most protocol.MaxPeers).
 	Peers int
@@ -80,10 +89,17 @@ type Config struct {
 	Prefix string
 	// Rate paces each connection to this many messages per second, to stay
 	// under the server's per-connection limit. 0 means
-	// protocol.DefaultRateLimit; negative means unpaced.
+	// protocol.DefaultRateLimit (the server's default limit); negative is an
+	// error. Unpaced turns pacing off.
 	Rate float64
-	// Sources spreads connections over the loopback source addresses
-	// 127.0.0.1…127.0.0.Sources; 0 means one per 10,000 connections.
+	// Unpaced sends every message as soon as the previous one is answered,
+	// for a server whose per-connection limit is off (-msg-rate -1). Rate is
+	// then ignored.
+	Unpaced bool
+	// Sources spreads the connections of idle, presence and login-flood
+	// over the loopback source addresses 127.0.0.1…127.0.0.Sources; 0
+	// means one per connsPerSource connections, under the per-address
+	// connection caps servers apply.
 	Sources int
 	// Concurrency bounds logins in flight while connecting; default 64.
 	// The server bounds password hashing to its CPUs anyway.
@@ -92,6 +108,13 @@ type Config struct {
 	// is then read from /proc/PID/task/*/schedstat (nanoseconds) instead of
 	// /metrics' process_cpu_seconds_total (10 ms resolution).
 	PID int
+	// GCURL, when set, is fetched before each of idle's memory readings to
+	// make the server collect garbage first, e.g.
+	// http://127.0.0.1:6060/debug/pprof/heap?gc=1 with umplug serve
+	// -debug-addr 127.0.0.1:6060. Without it, how much of the argon2
+	// memory the logins just used is still garbage in the heap at a
+	// reading is luck, and it moves the slope by tens of MiB over ΔN.
+	GCURL string
 	// Settle is how long idle waits, connections open, before reading the
 	// server's memory (and after the warm-up for the baseline); default 5 s.
 	Settle time.Duration
@@ -132,6 +155,12 @@ func (c *Config) setDefaults() error {
 	if c.Conns <= 0 {
 		c.Conns = 10000
 	}
+	if c.ConnsBase <= 0 {
+		c.ConnsBase = c.Conns / 2
+	}
+	if c.ConnsBase < 1 || c.ConnsBase >= c.Conns {
+		return fmt.Errorf("%w: idle connection counts %d, %d: want 0 < first < second", ErrBadConfig, c.ConnsBase, c.Conns)
+	}
 	if c.Peers <= 0 {
 		c.Peers = 1000
 	}
@@ -150,11 +179,23 @@ func (c *Config) setDefaults() error {
 	if c.Prefix == "" {
 		c.Prefix = "bench"
 	}
+	if c.Rate < 0 {
+		return fmt.Errorf("%w: rate %g < 0 (0 means the default %g msg/s; set Unpaced for no pacing)", ErrBadConfig, c.Rate, float64(protocol.DefaultRateLimit))
+	}
 	if c.Rate == 0 {
 		c.Rate = protocol.DefaultRateLimit
 	}
 	if c.Sources <= 0 {
-		c.Sources = (c.Conns + 9999) / 10000
+		n := 1
+		switch c.Scenario {
+		case "idle":
+			n = c.Conns
+		case "presence":
+			n = c.Peers
+		case "login-flood":
+			n = c.Flood
+		}
+		c.Sources = max(1, (n+connsPerSource-1)/connsPerSource)
 	}
 	if c.Sources > 254 {
 		return fmt.Errorf("%w: sources %d > 254", ErrBadConfig, c.Sources)
@@ -177,17 +218,24 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// connsPerSource is how many connections share a source address by
+// default: half of umplug serve's default per-address cap (1,000).
+const connsPerSource = 500
+
 // Row is one line of a summary table.
 type Row struct {
-	Metric string
-	Value  string
-	Target string // the issue's target, "" when there is none
+	Metric string `json:"metric"`
+	Value  string `json:"value"`
+	Target string `json:"target"` // the issue's target, "" when there is none
 }
 
-// Result is the outcome of one scenario.
+// Result is the outcome of one scenario. Its JSON form (field tags) is
+// part of umplug bench -json: durations in nanoseconds, named _ns.
 type Result interface {
 	// Rows is the summary table.
 	Rows() []Row
+	// Summary is the key figures by stable name, the unit as suffix.
+	Summary() map[string]float64
 }
 
 // WriteTable prints a result as an aligned table under a title line.
@@ -303,7 +351,7 @@ type pacer struct {
 }
 
 func (g *gen) newPacer() *pacer {
-	if g.cfg.Rate < 0 {
+	if g.cfg.Unpaced {
 		return &pacer{}
 	}
 	return &pacer{interval: time.Duration(float64(time.Second) / g.cfg.Rate)}

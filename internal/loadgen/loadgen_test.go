@@ -3,8 +3,12 @@ package loadgen_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,10 +37,10 @@ func TestScenarios(t *testing.T) {
 		}},
 		{"idle", loadgen.Config{Scenario: "idle", Conns: 20, Settle: 50 * time.Millisecond}, func(t *testing.T, r loadgen.Result) {
 			c := r.(*loadgen.IdleResult)
-			if c.Connected != 20 || c.Users != 3 || len(c.Failures) != 0 {
-				t.Errorf("connected %d users %d failures %v", c.Connected, c.Users, c.Failures)
+			if c.ConnsBase != 10 || c.ConnectedBase != 10 || c.Connected != 20 || c.Users != 3 || len(c.Failures) != 0 {
+				t.Errorf("connected %d then %d, users %d, failures %v", c.ConnectedBase, c.Connected, c.Users, c.Failures)
 			}
-			if c.RSSBefore <= 0 || c.RSSAfter <= 0 || c.Devices < 20 {
+			if c.Before.RSS <= 0 || c.Base.RSS <= 0 || c.After.RSS <= 0 || c.Base.Devices < 10 || c.After.Devices < 20 {
 				t.Errorf("implausible memory figures %+v", c)
 			}
 		}},
@@ -79,7 +83,50 @@ func TestScenarios(t *testing.T) {
 				t.Errorf("table:\n%s", out.String())
 			}
 			t.Logf("\n%s", out.String())
+			checkReport(t, cfg, res)
 		})
+	}
+}
+
+// checkReport checks the shape of the -json report of a result: the
+// field names scripts read.
+func checkReport(t *testing.T, cfg loadgen.Config, res loadgen.Result) {
+	t.Helper()
+	h, err := loadgen.NewHeader(context.Background(), cfg, []string{"umplug", "bench"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := loadgen.WriteJSON(&buf, loadgen.NewReport(h, res)); err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Header  map[string]any      `json:"header"`
+		Summary map[string]float64  `json:"summary"`
+		Result  map[string]any      `json:"result"`
+		Rows    []map[string]string `json:"rows"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, buf.String())
+	}
+	for _, k := range []string{"tool", "time", "commit", "commit_modified", "commit_source", "go_version", "goos", "goarch", "gomaxprocs", "num_cpu", "cpu_model", "config", "server"} {
+		if _, ok := rep.Header[k]; !ok {
+			t.Errorf("header has no %q: %v", k, rep.Header)
+		}
+	}
+	if c, _ := rep.Header["config"].(map[string]any); c["scenario"] != cfg.Scenario || c["server"] != cfg.Server {
+		t.Errorf("header config %v, want scenario %s server %s", c, cfg.Scenario, cfg.Server)
+	}
+	if len(rep.Summary) == 0 || len(rep.Result) == 0 || len(rep.Rows) != len(res.Rows()) {
+		t.Errorf("summary %v, result %v, %d rows", rep.Summary, rep.Result, len(rep.Rows))
+	}
+	if f, ok := rep.Summary["failures"]; !ok || f != 0 {
+		t.Errorf("summary failures = %v, %v", f, ok)
+	}
+	for _, row := range rep.Rows {
+		if row["metric"] == "" {
+			t.Errorf("row without metric: %v", row)
+		}
 	}
 }
 
@@ -95,6 +142,32 @@ func checkMedia(t *testing.T, r loadgen.Result) {
 	}
 	if c.Hangups != 2 {
 		t.Errorf("clean hang-ups %d/2", c.Hangups)
+	}
+}
+
+// TestIdleGCURL: with GCURL set, idle makes the server collect garbage
+// before each of its three readings.
+func TestIdleGCURL(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	var hits atomic.Int32
+	gc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("gc") == "1" {
+			hits.Add(1)
+		}
+	}))
+	defer gc.Close()
+	cfg := loadgen.Config{Server: s.URL, Scenario: "idle", Conns: 4, Settle: 10 * time.Millisecond, GCURL: gc.URL + "/debug/pprof/heap?gc=1", Logger: testlog.New(t)}
+	r, err := loadgen.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := hits.Load(); n != 3 {
+		t.Errorf("GC URL fetched %d times, want 3 (once per reading: none, first, second)", n)
+	}
+	if c := r.(*loadgen.IdleResult); c.ConnectedBase != 2 || c.Connected != 4 {
+		t.Errorf("connected %d then %d, want 2 then 4", c.ConnectedBase, c.Connected)
 	}
 }
 
@@ -127,6 +200,9 @@ func TestBadConfig(t *testing.T) {
 		{"bad URL", loadgen.Config{Server: "ftp://x"}, loadgen.ErrBadConfig},
 		{"frame too small", loadgen.Config{Scenario: "media", FrameBytes: 8}, loadgen.ErrBadConfig},
 		{"negative fps", loadgen.Config{Scenario: "media", FPS: -1}, loadgen.ErrBadConfig},
+		{"negative rate", loadgen.Config{Rate: -1}, loadgen.ErrBadConfig},
+		{"idle counts reversed", loadgen.Config{Scenario: "idle", ConnsBase: 200, Conns: 100}, loadgen.ErrBadConfig},
+		{"idle counts equal", loadgen.Config{Scenario: "idle", ConnsBase: 100, Conns: 100}, loadgen.ErrBadConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -32,29 +32,46 @@ var mediaBufPool sync.Pool
 
 // MediaResult is the outcome of the media scenario.
 type MediaResult struct {
-	Pairs      int
-	FrameBytes int
-	FPS        float64       // per side; 0: as fast as possible
-	Window     time.Duration // the sending window: shared start → stop
-	InWindow   int64         // frames received within Window
-	Elapsed    time.Duration // shared start → the last frame received
-	Sent       int64         // frames sent, both directions
-	Received   int64         // frames received, both directions
+	Pairs      int           `json:"pairs"`
+	FrameBytes int           `json:"frame_bytes"`
+	FPS        float64       `json:"fps"`        // per side; 0: as fast as possible
+	Window     time.Duration `json:"window_ns"`  // the sending window: shared start → stop
+	InWindow   int64         `json:"in_window"`  // frames received within Window
+	Elapsed    time.Duration `json:"elapsed_ns"` // shared start → the last frame received
+	Sent       int64         `json:"sent"`       // frames sent, both directions
+	Received   int64         `json:"received"`   // frames received, both directions
 	// OrderErrors counts frames whose sequence number was not above the
 	// previous one's: reordered or duplicated.
-	OrderErrors int64
+	OrderErrors int64 `json:"order_errors"`
 	// Lost counts sequence numbers never received: gaps, and the tail that
 	// had not arrived when the drain timed out.
-	Lost int64
+	Lost int64 `json:"lost"`
 	// BadFrames counts frames of the wrong length or with a wrong payload
 	// mark: the relay changed them.
-	BadFrames int64
-	Latency   latencies // one way: send timestamp → receipt
-	Hangups   int       // calls ended cleanly: both media closed as unpaired
-	Failures  map[string]int
-	ServerCPU time.Duration
-	CPUSource string
-	ClientCPU time.Duration // the load generator's own CPU meanwhile
+	BadFrames int64          `json:"bad_frames"`
+	Latency   latencies      `json:"latency"` // one way: send timestamp → receipt
+	Hangups   int            `json:"hangups"` // calls ended cleanly: both media closed as unpaired
+	Failures  map[string]int `json:"failures"`
+	ServerCPU time.Duration  `json:"server_cpu_ns"`
+	CPUSource string         `json:"cpu_source"`
+	ClientCPU time.Duration  `json:"client_cpu_ns"` // the load generator's own CPU meanwhile
+}
+
+// Summary implements Result.
+func (r *MediaResult) Summary() map[string]float64 {
+	return map[string]float64{
+		"frames_per_sec":          r.FramesPerSec(),
+		"mb_per_sec":              r.MBPerSec(),
+		"latency_p50_ns":          float64(r.Latency.P50),
+		"latency_p99_ns":          float64(r.Latency.P99),
+		"latency_max_ns":          float64(r.Latency.Max),
+		"server_cpu_per_frame_ns": float64(r.CPUPerFrame()),
+		"server_cores":            cores(r.ServerCPU, r.Elapsed),
+		"order_errors":            float64(r.OrderErrors),
+		"lost":                    float64(r.Lost),
+		"bad_frames":              float64(r.BadFrames),
+		"failures":                float64(sumCounts(r.Failures)),
+	}
 }
 
 // FramesPerSec is the relayed frame rate while every side sent, both

@@ -15,17 +15,17 @@ import (
 
 // PresenceResult is the outcome of the presence scenario.
 type PresenceResult struct {
-	Peers      int // asked for
-	Online     int // peers logged in and listening
-	Changes    int // status changes sent
-	Completed  int // changes every online peer received
-	Deliveries int64
-	Elapsed    time.Duration // first send → last delivery
-	Busy       time.Duration // sum over changes of send → last delivery
-	LastPeer   latencies     // per change: send → the last peer has it
-	FirstPeer  latencies     // per change: send → the first peer has it
-	Failures   map[string]int
-	Rate       float64 // the hub's pacing
+	Peers      int            `json:"peers"`     // asked for
+	Online     int            `json:"online"`    // peers logged in and listening
+	Changes    int            `json:"changes"`   // status changes sent
+	Completed  int            `json:"completed"` // changes every online peer received
+	Deliveries int64          `json:"deliveries"`
+	Elapsed    time.Duration  `json:"elapsed_ns"` // first send → last delivery
+	Busy       time.Duration  `json:"busy_ns"`    // sum over changes of send → last delivery
+	LastPeer   latencies      `json:"last_peer"`  // per change: send → the last peer has it
+	FirstPeer  latencies      `json:"first_peer"` // per change: send → the first peer has it
+	Failures   map[string]int `json:"failures"`
+	Rate       float64        `json:"rate"` // the hub's pacing (msg/s), 0: unpaced
 }
 
 // DeliveriesPerSec is the fan-out rate while a change is being delivered:
@@ -37,6 +37,20 @@ func (r *PresenceResult) DeliveriesPerSec() float64 {
 		return 0
 	}
 	return float64(r.Deliveries) / r.Busy.Seconds()
+}
+
+// Summary implements Result.
+func (r *PresenceResult) Summary() map[string]float64 {
+	return map[string]float64{
+		"deliveries":         float64(r.Deliveries),
+		"deliveries_per_sec": r.DeliveriesPerSec(),
+		"last_peer_p50_ns":   float64(r.LastPeer.P50),
+		"last_peer_p99_ns":   float64(r.LastPeer.P99),
+		"last_peer_max_ns":   float64(r.LastPeer.Max),
+		"first_peer_p99_ns":  float64(r.FirstPeer.P99),
+		"completed":          float64(r.Completed),
+		"failures":           float64(sumCounts(r.Failures)),
+	}
 }
 
 // Rows implements Result.
@@ -223,6 +237,6 @@ func (g *gen) runPresence(ctx context.Context) (*PresenceResult, error) {
 		Peers: k, Online: int(want), Changes: m, Completed: int(completed.Load()),
 		Deliveries: deliveries.Load(), Elapsed: end.Sub(start), Busy: busy,
 		LastPeer: summarize(lastPeer), FirstPeer: summarize(firstPeer),
-		Failures: errs.snapshot(), Rate: g.cfg.Rate,
+		Failures: errs.snapshot(), Rate: g.cfg.pacing(),
 	}, nil
 }

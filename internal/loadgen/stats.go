@@ -16,8 +16,10 @@ import (
 
 // latencies summarises durations.
 type latencies struct {
-	N             int
-	P50, P99, Max time.Duration
+	N   int           `json:"n"`
+	P50 time.Duration `json:"p50_ns"`
+	P99 time.Duration `json:"p99_ns"`
+	Max time.Duration `json:"max_ns"`
 }
 
 func summarize(d []time.Duration) latencies {

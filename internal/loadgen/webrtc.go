@@ -50,19 +50,34 @@ var ErrNotIsolated = errors.New("the webrtc scenario runs only in a network name
 
 // WebRTCResult is the outcome of the webrtc scenario.
 type WebRTCResult struct {
-	Pairs     int
-	Window    time.Duration // the sending window
-	Sent      int64         // RTP packets sent, every track of every side
-	Received  int64         // RTP packets received
-	InWindow  int64         // received within Window
-	Lost      int64         // sent and never received (after a drain of up to 2 s)
-	Bad       int64         // received with a changed payload
-	Latency   latencies     // one way, sender → server → receiver
-	Hangups   int           // calls ended cleanly (both sides told unpaired)
-	Failures  map[string]int
-	ServerCPU time.Duration
-	CPUSource string
-	ClientCPU time.Duration
+	Pairs     int            `json:"pairs"`
+	Window    time.Duration  `json:"window_ns"` // the sending window
+	Sent      int64          `json:"sent"`      // RTP packets sent, every track of every side
+	Received  int64          `json:"received"`  // RTP packets received
+	InWindow  int64          `json:"in_window"` // received within Window
+	Lost      int64          `json:"lost"`      // sent and never received (after a drain of up to 2 s)
+	Bad       int64          `json:"bad"`       // received with a changed payload
+	Latency   latencies      `json:"latency"`   // one way, sender → server → receiver
+	Hangups   int            `json:"hangups"`   // calls ended cleanly (both sides told unpaired)
+	Failures  map[string]int `json:"failures"`
+	ServerCPU time.Duration  `json:"server_cpu_ns"`
+	CPUSource string         `json:"cpu_source"`
+	ClientCPU time.Duration  `json:"client_cpu_ns"`
+}
+
+// Summary implements Result.
+func (r *WebRTCResult) Summary() map[string]float64 {
+	return map[string]float64{
+		"packets_per_sec":          r.PacketsPerSec(),
+		"loss_percent":             r.LossPercent(),
+		"latency_p50_ns":           float64(r.Latency.P50),
+		"latency_p99_ns":           float64(r.Latency.P99),
+		"latency_max_ns":           float64(r.Latency.Max),
+		"server_cpu_per_packet_ns": float64(cpuPer(r.ServerCPU, r.InWindow)),
+		"server_cores":             cores(r.ServerCPU, r.Window),
+		"bad_packets":              float64(r.Bad),
+		"failures":                 float64(sumCounts(r.Failures)),
+	}
 }
 
 // PacketsPerSec is the forwarding rate while every side sent.

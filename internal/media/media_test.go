@@ -94,11 +94,12 @@ type arrival struct {
 
 func newEnv(t testing.TB, timeout time.Duration, mod func(*Config)) *env {
 	t.Helper()
-	return newEnvBuf(t, timeout, mod, BufferSize)
+	return newEnvBuf(t, timeout, mod, 0)
 }
 
-// newEnvBuf is newEnv with WebSocket buffers of bufSize on both ends, for
-// the buffer-size benchmarks.
+// newEnvBuf is newEnv with WebSocket read and write buffers of bufSize on
+// the server and the clients, for the buffer-size benchmarks; 0 keeps
+// Upgrader's and Dialer's own.
 func newEnvBuf(t testing.TB, timeout time.Duration, mod func(*Config), bufSize int) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -133,7 +134,7 @@ func newEnvBuf(t testing.TB, timeout time.Duration, mod func(*Config), bufSize i
 	}
 	up := Upgrader(func(*http.Request) bool { return true })
 	e.dialer = Dialer()
-	if bufSize != BufferSize {
+	if bufSize > 0 {
 		up.ReadBufferSize, up.WriteBufferSize, up.WriteBufferPool = bufSize, bufSize, &sync.Pool{}
 		e.dialer.ReadBufferSize, e.dialer.WriteBufferSize, e.dialer.WriteBufferPool = bufSize, bufSize, &sync.Pool{}
 	}

@@ -8,9 +8,14 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// relayBufSize is the chunk one relay direction copies at a time. Buffer
-// sizes from 32 KiB to 256 KiB measured the same (media_bench_test.go); the
-// smaller the chunk, the less memory a frame in flight holds.
+// relayBufSize is the chunk one relay direction copies at a time: the
+// smaller, the less memory a frame in flight holds. BenchmarkRelayBufferSize
+// (media_bench_test.go) sweeps it together with the WebSocket buffers, 4 to
+// 256 KiB, against a copy proxy of the same size: 4 KiB had about a third of
+// the throughput of the larger sizes, and from 16 KiB up the differences
+// were within the noise of the shared 2-core machine (docs/benchmarks.md has
+// the latest run). BenchmarkRelay64KiB measures this size with the
+// production WebSocket buffers.
 const relayBufSize = 64 << 10
 
 // relayBufs holds the copy buffers. A buffer is taken per frame, so that

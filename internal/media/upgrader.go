@@ -9,10 +9,11 @@ import (
 )
 
 // BufferSize is the read and write buffer size for /media WebSockets in
-// media clients, and the server's (pooled) write buffer size. Measured with
-// BenchmarkRelayBufferSize (64 KiB frames, 2-core machine): 4 KiB loses
-// about 40 % of the throughput, 32 KiB was the fastest (about 2.0 GB/s,
-// 10-25 % above 64-256 KiB, which also cost more memory per connection).
+// the Go client and the relay's write side. BenchmarkRelayBufferSize sweeps
+// every buffer of the relay path, 4–256 KiB, against a user-space copy
+// proxy of the same size: 4 KiB has about a third of the throughput; from
+// 16 KiB up the differences were within the noise of the shared 2-core
+// machine (docs/benchmarks.md). 32 KiB is a middle of that plateau.
 const BufferSize = 32 << 10
 
 // writeBufs is shared by every media connection's writer: a connection

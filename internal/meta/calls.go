@@ -70,6 +70,7 @@ func (x *Session) handleCall(req *protocol.Request) {
 			x.unavailable(req, err)
 		default:
 			x.fail(req, protocol.Errorf(protocol.ErrOffline, "%s is not online", b))
+			s.recordMissed(a, b, protocol.ReasonOffline)
 		}
 		return
 	}
@@ -263,6 +264,9 @@ func (s *Server) dropCallLocked(c *call, reason string) {
 		return
 	}
 	delete(s.calls, c.id)
+	if !c.active {
+		s.recordMissed(c.caller, c.callee, reason) // only for missedReasons
+	}
 	if c.timer != nil {
 		c.timer.Stop()
 		c.timer = nil

@@ -76,6 +76,11 @@ func FuzzDispatch(f *testing.F) {
 		`{"type":"cancel","user":"fuzz","peer":"peer","tx":8}`,
 		`{"type":"unpair","user":"fuzz","peer":"peer","tx":9}`,
 		`{"type":"call","user":"peer","peer":"fuzz","tx":10}`,
+		`{"type":"whoami","user":"fuzz","session":"q7Yp3xk0bXc2nN4aZ1mQ8rT5vW9yE6uI0oPaSdFgHjK","tx":11}`,
+		`{"type":"whoami","user":"fuzz","tx":12}`,
+		`{"type":"passwd","user":"fuzz","password":"wrong-password","new":"another-password","tx":13}`,
+		`{"type":"logout","user":"fuzz","tx":14}`,
+		`{"type":"missed-calls","user":"fuzz","clear":true,"tx":15}`,
 		`not json`, `{}`, `{"type":"x"}`, `{"tx":1e400}`,
 	} {
 		f.Add([]byte(s))

@@ -72,6 +72,10 @@ type Config struct {
 	// closed (1008). Defaults 256 messages and 1 MiB.
 	MaxInbox      int
 	MaxInboxBytes int
+	// SessionTTL is how long a session lives after its last use (a whoami
+	// with it, or the end of a connection identified by it); default
+	// protocol.SessionTTL (30 days).
+	SessionTTL time.Duration
 	// IdentifyTimeout closes a connection that has not identified (whoami)
 	// this long after it opened, unless a whoami is still being checked:
 	// an unauthenticated socket cannot be held open by answering pings.
@@ -172,6 +176,9 @@ func (c *Config) setDefaults() {
 	if c.MaxInboxBytes <= 0 {
 		c.MaxInboxBytes = 1 << 20
 	}
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = protocol.SessionTTL
+	}
 	if c.IdentifyTimeout <= 0 {
 		c.IdentifyTimeout = 10 * time.Second
 	}
@@ -225,6 +232,7 @@ type Server struct {
 	regLim    *windowLimiter // registrations per address
 	userLocks *keylock.Stripes
 	hooks     testHooks
+	bg        *bgWriter // missed calls and session upkeep, off the request path
 	devSeq    atomic.Uint64
 	callSeq   atomic.Uint64
 
@@ -271,6 +279,7 @@ func New(cfg Config) (*Server, error) {
 		conns:     make(map[*Session]struct{}),
 		perAddr:   make(map[string]int),
 	}
+	s.bg = newBgWriter(s)
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("meta: register metrics: %w", err)
@@ -326,6 +335,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		sessions = append(sessions, sess)
 	}
 	s.mu.Unlock()
+	// Calls that were ringing are missed calls now: write them (and any
+	// other pending upkeep) before the caller closes the store, and let
+	// their missed-call events go out before the connections close.
+	if err := s.bg.flush(ctx); err != nil {
+		s.log.Warn("shutdown: missed calls and session updates not all written", "err", err)
+	}
 	for _, sess := range sessions {
 		sess.closeAfterFlush(protocol.CloseGoingAway, "server shutdown")
 	}

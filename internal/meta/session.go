@@ -35,6 +35,12 @@ type Session struct {
 	user   string
 	device string
 
+	// The session (its hash) this connection was identified with or given,
+	// and when its last use was stored. Written under s.mu by this
+	// session's handlers; read under s.mu, or by those handlers.
+	sessHash string
+	sessUsed time.Time
+
 	// Guarded by s.mu.
 	gone        bool        // Close has run: never install this session as a device
 	authing     int         // whoami requests queued or running
@@ -228,11 +234,14 @@ func (x *Session) allow(now time.Time) bool {
 // slowTypes are the messages whose handlers may wait on the store or the
 // password hasher: they always run on the session's worker.
 var slowTypes = map[string]bool{
-	protocol.TypeRegUser:  true,
-	protocol.TypeWhoami:   true,
-	protocol.TypeAddPeers: true,
-	protocol.TypeDelPeers: true,
-	protocol.TypePeers:    true,
+	protocol.TypeRegUser:     true,
+	protocol.TypeWhoami:      true,
+	protocol.TypeAddPeers:    true,
+	protocol.TypeDelPeers:    true,
+	protocol.TypePeers:       true,
+	protocol.TypePasswd:      true,
+	protocol.TypeLogout:      true,
+	protocol.TypeMissedCalls: true,
 }
 
 // Handle takes one text frame. It decides at once what needs no handler (bad
@@ -385,6 +394,9 @@ func init() {
 		protocol.TypeReject:      (*Session).handleReject,
 		protocol.TypeCancel:      (*Session).handleCancel,
 		protocol.TypeUnpair:      (*Session).handleUnpair,
+		protocol.TypePasswd:      (*Session).handlePasswd,
+		protocol.TypeLogout:      (*Session).handleLogout,
+		protocol.TypeMissedCalls: (*Session).handleMissedCalls,
 	}
 }
 
@@ -458,6 +470,7 @@ func (x *Session) Close() {
 	}
 	s.m.conns.Dec()
 	if x.user != "" {
+		x.touchOnCloseLocked()
 		s.removeDeviceLocked(x)
 	}
 	s.mu.Unlock()

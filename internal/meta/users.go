@@ -145,6 +145,10 @@ func (x *Session) handleWhoami(req *protocol.Request) {
 		x.fail(req, protocol.Errorf(protocol.ErrBadRequest, "this connection is already identified"))
 		return
 	}
+	if req.HasSession() {
+		x.whoamiSession(req) // sessions.go: no password hashing
+		return
+	}
 	// The attempt is counted before the password is hashed (see
 	// loginGuard), so parallel guesses are limited like sequential ones.
 	addr := addrKey(x.addr)
@@ -185,29 +189,63 @@ func (x *Session) handleWhoami(req *protocol.Request) {
 	}
 	try.succeeded()
 
-	x.install(ctx, req)
+	x.installWith(ctx, req, u.Password, nil)
 }
 
-// install makes x a device of req.User after its password was checked. The
+// installWith makes x a device of req.User after its credential was
+// checked: the password whose stored hash was pwHash, or (sl != nil) a
+// session, checked here under the user's lock where passwd revokes. The
 // peer list is read again here, under the user's lock: the read before the
 // hash may be older than a change made while this whoami waited for a
-// hashing slot (invariant 3 of Server).
-func (x *Session) install(ctx context.Context, req *protocol.Request) {
+// hashing slot (invariant 3 of Server). A password login gets a new session
+// (issued before s.mu is taken, dropped again if the login fails after); a
+// session login answers with the session it used.
+func (x *Session) installWith(ctx context.Context, req *protocol.Request, pwHash string, sl *sessionLogin) {
 	s := x.s
 	defer s.userLocks.Lock(req.User)()
 	if s.hooks.beforeInstall != nil {
 		s.hooks.beforeInstall(req.User)
 	}
+	var secret, sessHash string
+	sessUsed := s.cfg.Clock.Now()
+	if sl != nil {
+		ss, ok := x.checkSession(ctx, req, sl)
+		if !ok {
+			return
+		}
+		secret, sessHash = req.Session, sl.hash
+		if sessUsed.Sub(ss.LastUsed) >= touchEvery {
+			s.bg.touchSession(sessHash, sessUsed)
+		} else {
+			sessUsed = ss.LastUsed
+		}
+	}
 	u, err := s.cfg.Store.Get(ctx, req.User)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		// Deleted while its password was being checked.
-		x.fail(req, protocol.Errorf(protocol.ErrAuthFailed, "unknown user or wrong password"))
+		x.fail(req, errAuthFailed())
 		return
 	case err != nil:
 		x.unavailable(req, err)
 		return
+	case sl == nil && u.Password != pwHash:
+		// The password changed while this one was being checked.
+		x.fail(req, errAuthFailed())
+		return
 	}
+	if sl == nil {
+		if secret, sessHash, err = s.issueSession(ctx, req.User); err != nil {
+			x.unavailable(req, err)
+			return
+		}
+	}
+	installed := false
+	defer func() { // runs after s.mu is unlocked
+		if !installed && sl == nil {
+			s.bg.deleteSession(sessHash)
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutdown {
@@ -222,8 +260,10 @@ func (x *Session) install(ctx context.Context, req *protocol.Request) {
 		x.fail(req, protocol.Errorf(protocol.ErrTooManyDevices, "at most %d devices per user", s.cfg.MaxDevices))
 		return
 	}
+	installed = true
 	x.user = req.User
 	x.device = s.newDeviceID()
+	x.sessHash, x.sessUsed = sessHash, sessUsed
 	if x.identTimer != nil {
 		x.identTimer.Stop()
 		x.identTimer = nil
@@ -237,7 +277,7 @@ func (x *Session) install(ctx context.Context, req *protocol.Request) {
 	us.devices = append(us.devices, x)
 	s.m.devices.Inc()
 	s.m.logins.WithLabelValues("ok").Inc()
-	x.reply(req, protocol.Response{OK: true, Device: x.device})
+	x.reply(req, protocol.Response{OK: true, Device: x.device, Session: secret})
 	if first {
 		s.fanoutStatusLocked(us, protocol.StatusOnline)
 	}

@@ -7,9 +7,8 @@ import (
 )
 
 // TestMain fails the run when a session, media relay or connection of the
-// server outlives the tests. wsloop's shared poller lives for the process,
-// and its idle workers exit on their own a second after their last event.
+// server outlives the tests. metaws's nbio engine (its poller goroutine)
+// lives for the process.
 func TestMain(m *testing.M) {
-	leaktest.Main(m, []string{"internal/meta.(*", "internal/media.(*", "internal/server.(*", "wsloop.(*Conn)"},
-		"wsloop.(*poller).run")
+	leaktest.Main(m, []string{"internal/meta.(*", "internal/media.(*", "internal/server.(*", "metaws.(*Conn)"})
 }

@@ -191,3 +191,48 @@ func TestNonDrainingConsumerDoesNotDelayOthers(t *testing.T) {
 	}
 	t.Logf("worst probe latency %v", worst)
 }
+
+// TestShutdownDuringMediaUpgrades: /media upgrades keep arriving while the
+// server shuts down. Run with -race: the server must not count media
+// connections with a WaitGroup that Shutdown waits on while upgrades still
+// Add to it, and every connection ends.
+func TestShutdownDuringMediaUpgrades(t *testing.T) {
+	s := servertest.Start(t, nil)
+	mediaURL := "ws" + s.URL[len("http"):] + "/media"
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+				c, _, err := websocket.DefaultDialer.DialContext(ctx, mediaURL, nil)
+				cancel()
+				if err != nil {
+					continue // refused once shutting down
+				}
+				c.WriteMessage(websocket.TextMessage, []byte(`{"type":"media","ticket":"nope"}`))
+				c.SetReadDeadline(time.Now().Add(waitFor))
+				for {
+					if _, _, err := c.ReadMessage(); err != nil {
+						break
+					}
+				}
+				c.Close()
+			}
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := s.Server.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	close(stop)
+	wg.Wait()
+}

@@ -140,8 +140,8 @@ func (l *lockedBuffer) String() string {
 }
 
 // TestTLS: behind TLS (umplug serve -tls-cert/-tls-key) /meta is served by
-// wsloop's goroutine-per-connection mode, since a TLS connection has no file
-// descriptor to poll; the protocol is the same.
+// metaws's goroutine-per-connection mode, since net/http's TLS connection
+// cannot move to nbio's poller; the protocol is the same.
 func TestTLS(t *testing.T) {
 	st := store.NewMemory()
 	srv, err := server.New(server.Config{Meta: meta.Config{Store: st, Hasher: cheapHasher()}})

@@ -27,7 +27,7 @@ import (
 	"github.com/user-media-plug/umplug/internal/meta"
 	"github.com/user-media-plug/umplug/internal/plug"
 	"github.com/user-media-plug/umplug/internal/server/connlimit"
-	"github.com/user-media-plug/umplug/internal/server/wsloop"
+	"github.com/user-media-plug/umplug/internal/server/metaws"
 	"github.com/user-media-plug/umplug/protocol"
 	"github.com/user-media-plug/umplug/web"
 )
@@ -53,6 +53,10 @@ type Config struct {
 	WriteTimeout time.Duration
 	// MaxFrameBytes bounds a /meta frame; default 64 KiB (close 1009 above).
 	MaxFrameBytes int64
+	// FrameTimeout bounds how long a /meta frame that arrived in part, or a
+	// fragmented message, may take to complete (close 1008 after); default
+	// 10 s.
+	FrameTimeout time.Duration
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
 	// Registry serves /metrics; nil makes a fresh one with Go and process
@@ -98,7 +102,7 @@ type Server struct {
 	log     *slog.Logger
 	meta    *meta.Server
 	media   *media.Server
-	metaUp  *wsloop.Loop
+	metaUp  *metaws.Loop
 	mediaUp *websocket.Upgrader
 	mux     *http.ServeMux
 	allowed map[string]bool
@@ -115,8 +119,6 @@ type Server struct {
 
 	lnMu      sync.Mutex // guards listeners
 	listeners []net.Listener
-
-	wg sync.WaitGroup // media connections being served
 }
 
 // New builds a Server.
@@ -181,11 +183,14 @@ func New(cfg Config) (*Server, error) {
 	ender.s = mt
 	s.meta, s.media = mt, md
 
-	// /meta connections are idle nearly all the time: an event loop serves
-	// them without a goroutine or a read buffer each (package wsloop).
-	s.metaUp = wsloop.New(wsloop.Config{
+	// /meta connections are idle nearly all the time: an epoll event loop
+	// serves them without a goroutine or a read buffer each, and a frame
+	// that arrived in part costs only its bytes (package metaws). Writes
+	// never block.
+	s.metaUp = metaws.New(metaws.Config{
 		PingInterval:    cfg.PingInterval,
 		IdleTimeout:     cfg.IdleTimeout,
+		FrameTimeout:    cfg.FrameTimeout,
 		WriteTimeout:    cfg.WriteTimeout,
 		MaxMessageBytes: cfg.MaxFrameBytes,
 		Logger:          cfg.Logger.With("part", "meta-ws"),
@@ -263,6 +268,8 @@ func (s *Server) serveMeta(w http.ResponseWriter, r *http.Request) {
 	// The handler returns at once: net/http's per-connection state (its
 	// buffers, the request, the response, the handler's stack) is freed,
 	// and while the client is idle no goroutine or buffer is held for it.
+	// (c.NetConn() is the socket, for its addresses; the handler's Close is
+	// the end-of-connection notification.)
 	c.Start(sess)
 }
 
@@ -277,8 +284,9 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	s.wg.Add(1)
-	defer s.wg.Done()
+	// No WaitGroup here: media.Server counts ServeConn calls itself, under
+	// its lock, and refuses them once closed, so Shutdown's media.Close
+	// cannot race an Add after an upgrade.
 	// ServeConn closes c, which releases its connection-limit count;
 	// releaseConn makes that explicit and holds for any future path.
 	defer s.releaseConn(c.NetConn())

@@ -39,8 +39,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var derr error
 	mediaDone := make(chan struct{})
 	go func() {
-		s.media.Close()
-		s.wg.Wait()
+		s.media.Close() // returns once every ServeConn has returned
 		close(mediaDone)
 	}()
 	select {

@@ -7,15 +7,18 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // memoryStore keeps users in a map. It is for tests: nothing is durable.
 type memoryStore struct {
 	rmw *stripes // serialises read-modify-write per user; taken before mu
 
-	mu     sync.RWMutex // guards the following
-	users  map[string]User
-	closed bool
+	mu       sync.RWMutex // guards the following
+	users    map[string]User
+	sessions map[string]Session      // by hash
+	missed   map[string][]MissedCall // by user, oldest first
+	closed   bool
 }
 
 var _ Store = (*memoryStore)(nil)
@@ -23,7 +26,8 @@ var _ Store = (*memoryStore)(nil)
 // NewMemory returns an empty in-memory Store. Its writes are not durable; use
 // it in tests and as the reference behaviour of the Store contract.
 func NewMemory() Store {
-	return &memoryStore{rmw: newStripes(), users: make(map[string]User)}
+	return &memoryStore{rmw: newStripes(), users: make(map[string]User),
+		sessions: make(map[string]Session), missed: make(map[string][]MissedCall)}
 }
 
 func (s *memoryStore) get(name string) (User, error) {
@@ -77,6 +81,12 @@ func (s *memoryStore) Delete(ctx context.Context, name string) error {
 		return fmt.Errorf("delete %q: %w", name, ErrNotFound)
 	}
 	delete(s.users, name)
+	delete(s.missed, name)
+	for h, ss := range s.sessions {
+		if ss.User == name {
+			delete(s.sessions, h)
+		}
+	}
 	return nil
 }
 
@@ -152,4 +162,116 @@ func (s *memoryStore) Close() error {
 	defer s.mu.Unlock()
 	s.closed = true
 	return nil
+}
+
+func (s *memoryStore) CreateSession(ctx context.Context, ss Session) error {
+	if ss.Hash == "" || ss.User == "" {
+		return fmt.Errorf("create session: empty hash or user")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if _, ok := s.users[ss.User]; !ok {
+		return fmt.Errorf("create session of %q: %w", ss.User, ErrNotFound)
+	}
+	s.sessions[ss.Hash] = ss
+	return nil
+}
+
+func (s *memoryStore) GetSession(ctx context.Context, hash string) (Session, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return Session{}, ErrClosed
+	}
+	ss, ok := s.sessions[hash]
+	if !ok {
+		return Session{}, fmt.Errorf("get session: %w", ErrNotFound)
+	}
+	return ss, nil
+}
+
+func (s *memoryStore) TouchSession(ctx context.Context, hash string, at time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if ss, ok := s.sessions[hash]; ok {
+		ss.LastUsed = at
+		s.sessions[hash] = ss
+	}
+	return nil
+}
+
+func (s *memoryStore) DeleteSession(ctx context.Context, hash string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	delete(s.sessions, hash)
+	return nil
+}
+
+func (s *memoryStore) DeleteSessions(ctx context.Context, user string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	n := 0
+	for h, ss := range s.sessions {
+		if ss.User == user {
+			delete(s.sessions, h)
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (s *memoryStore) Sessions(ctx context.Context, user string) ([]Session, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	var out []Session
+	for _, ss := range s.sessions {
+		if ss.User == user {
+			out = append(out, ss)
+		}
+	}
+	return out, nil
+}
+
+func (s *memoryStore) AppendMissedCalls(ctx context.Context, user string, calls []MissedCall, max int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if _, ok := s.users[user]; !ok {
+		return fmt.Errorf("append missed calls of %q: %w", user, ErrNotFound)
+	}
+	s.missed[user] = capMissed(append(slices.Clone(s.missed[user]), calls...), max)
+	return nil
+}
+
+func (s *memoryStore) MissedCalls(ctx context.Context, user string, clear bool) ([]MissedCall, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	out := slices.Clone(s.missed[user])
+	if clear {
+		delete(s.missed, user)
+	}
+	if out == nil {
+		out = []MissedCall{}
+	}
+	return out, nil
 }

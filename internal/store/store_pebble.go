@@ -26,6 +26,7 @@ import (
 //
 //	"u/" + user name  ->  {"password":"$argon2id$…","peers":["userB",…]}
 //
+// and sessions and missed calls (store_pebble_sessions.go).
 // The value is exactly the contract's JSON shape (User's json tags). Pebble
 // orders keys bytewise, so List's name order is bytewise name order.
 const userPrefix = "u/"
@@ -243,7 +244,15 @@ func (s *pebbleStore) Delete(ctx context.Context, name string) error {
 		if _, err := s.get(name); err != nil {
 			return err
 		}
-		if err := s.db.Delete(userKey(name), pebble.Sync); err != nil {
+		// The user, its sessions and its missed calls go in one batch.
+		b := s.db.NewBatch()
+		defer b.Close()
+		_ = b.Delete(userKey(name), nil)
+		_ = b.Delete(missedKey(name), nil)
+		if _, err := s.deleteSessionsInto(b, name); err != nil {
+			return err
+		}
+		if err := b.Commit(pebble.Sync); err != nil {
 			return fmt.Errorf("delete user %q: %w", name, err)
 		}
 		return nil

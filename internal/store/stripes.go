@@ -36,3 +36,12 @@ func cloneUser(u User) User {
 	u.Peers = clonePeers(u.Peers)
 	return u
 }
+
+// capMissed keeps the newest max entries of list (oldest first); max ≤ 0
+// keeps everything.
+func capMissed(list []MissedCall, max int) []MissedCall {
+	if max > 0 && len(list) > max {
+		list = slices.Clone(list[len(list)-max:])
+	}
+	return list
+}

@@ -34,6 +34,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"NotAliased", testNotAliased},
 		{"ConcurrentUpdatePeers", testConcurrentUpdatePeers},
 		{"Closed", testClosed},
+		{"Sessions", testSessions},
+		{"SessionsDeletedWithUser", testSessionsDeletedWithUser},
+		{"MissedCalls", testMissedCalls},
+		{"MissedCallsCap", testMissedCallsCap},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -305,5 +309,148 @@ func testClosed(t *testing.T, ctx context.Context, s store.Store) {
 		if !errors.Is(err, store.ErrClosed) {
 			t.Errorf("%s after Close = %v; want ErrClosed", name, err)
 		}
+	}
+}
+
+func testSessions(t *testing.T, ctx context.Context, s store.Store) {
+	mustCreate(t, ctx, s, "alice")
+	mustCreate(t, ctx, s, "alice2")
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a1 := store.Session{Hash: "aa01", User: "alice", Created: t0, LastUsed: t0}
+	a2 := store.Session{Hash: "aa02", User: "alice", Created: t0, LastUsed: t0}
+	b1 := store.Session{Hash: "bb01", User: "alice2", Created: t0, LastUsed: t0}
+	for _, ss := range []store.Session{a1, a2, b1} {
+		if err := s.CreateSession(ctx, ss); err != nil {
+			t.Fatalf("CreateSession(%s): %v", ss.Hash, err)
+		}
+	}
+	if err := s.CreateSession(ctx, store.Session{Hash: "cc01", User: "nobody", Created: t0, LastUsed: t0}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("CreateSession for an unknown user = %v; want ErrNotFound", err)
+	}
+	got, err := s.GetSession(ctx, "aa01")
+	if err != nil || got.User != "alice" || got.Hash != "aa01" || !got.Created.Equal(t0) || !got.LastUsed.Equal(t0) {
+		t.Fatalf("GetSession = %+v, %v", got, err)
+	}
+	if _, err := s.GetSession(ctx, "aa0"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetSession(prefix) = %v; want ErrNotFound", err)
+	}
+	t1 := t0.Add(2 * time.Hour)
+	if err := s.TouchSession(ctx, "aa01", t1); err != nil {
+		t.Fatalf("TouchSession: %v", err)
+	}
+	if got, _ := s.GetSession(ctx, "aa01"); !got.LastUsed.Equal(t1) || !got.Created.Equal(t0) {
+		t.Fatalf("after TouchSession: %+v", got)
+	}
+	if err := s.TouchSession(ctx, "absent", t1); err != nil {
+		t.Fatalf("TouchSession(absent) = %v; want nil", err)
+	}
+	if _, err := s.GetSession(ctx, "absent"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatal("TouchSession created a session")
+	}
+	list, err := s.Sessions(ctx, "alice")
+	if err != nil || len(list) != 2 {
+		t.Fatalf("Sessions(alice) = %v, %v; want 2 (not alice2's)", list, err)
+	}
+	if err := s.DeleteSession(ctx, "aa02"); err != nil {
+		t.Fatalf("DeleteSession: %v", err)
+	}
+	if err := s.DeleteSession(ctx, "aa02"); err != nil {
+		t.Fatalf("DeleteSession again = %v; want nil", err)
+	}
+	if _, err := s.GetSession(ctx, "aa02"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetSession after DeleteSession = %v", err)
+	}
+	if err := s.CreateSession(ctx, a2); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DeleteSessions(ctx, "alice")
+	if err != nil || n != 2 {
+		t.Fatalf("DeleteSessions = %d, %v; want 2", n, err)
+	}
+	for _, h := range []string{"aa01", "aa02"} {
+		if _, err := s.GetSession(ctx, h); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("GetSession(%s) after DeleteSessions = %v", h, err)
+		}
+	}
+	if _, err := s.GetSession(ctx, "bb01"); err != nil {
+		t.Fatalf("another user's session was deleted: %v", err)
+	}
+	if list, _ := s.Sessions(ctx, "alice"); len(list) != 0 {
+		t.Fatalf("Sessions after DeleteSessions = %v", list)
+	}
+	// A touch after the deletion does not bring it back.
+	if err := s.TouchSession(ctx, "aa01", t1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetSession(ctx, "aa01"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatal("TouchSession resurrected a deleted session")
+	}
+}
+
+func testSessionsDeletedWithUser(t *testing.T, ctx context.Context, s store.Store) {
+	mustCreate(t, ctx, s, "alice")
+	mustCreate(t, ctx, s, "bob")
+	now := time.Now().UTC()
+	if err := s.CreateSession(ctx, store.Session{Hash: "h1", User: "alice", Created: now, LastUsed: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendMissedCalls(ctx, "alice", []store.MissedCall{{User: "bob", At: now, Reason: "timeout"}}, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, ctx, s, "alice") // a new user of the same name inherits nothing
+	if _, err := s.GetSession(ctx, "h1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("session survived its user's deletion: %v", err)
+	}
+	if l, _ := s.Sessions(ctx, "alice"); len(l) != 0 {
+		t.Fatalf("sessions of the new alice: %v", l)
+	}
+	if l, err := s.MissedCalls(ctx, "alice", false); err != nil || len(l) != 0 {
+		t.Fatalf("missed calls survived their user's deletion: %v, %v", l, err)
+	}
+}
+
+func testMissedCalls(t *testing.T, ctx context.Context, s store.Store) {
+	mustCreate(t, ctx, s, "alice")
+	if l, err := s.MissedCalls(ctx, "alice", false); err != nil || l == nil || len(l) != 0 {
+		t.Fatalf("MissedCalls(none) = %#v, %v; want empty, non-nil", l, err)
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	in := []store.MissedCall{{User: "bob", At: t0, Reason: "timeout"}, {User: "carol", At: t0.Add(time.Second), Reason: "cancelled"}}
+	if err := s.AppendMissedCalls(ctx, "alice", in, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendMissedCalls(ctx, "alice", []store.MissedCall{{User: "bob", At: t0.Add(2 * time.Second), Reason: "offline"}}, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendMissedCalls(ctx, "nobody", in, 100); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("AppendMissedCalls(unknown user) = %v; want ErrNotFound", err)
+	}
+	l, err := s.MissedCalls(ctx, "alice", false)
+	if err != nil || len(l) != 3 || l[0].User != "bob" || l[1].Reason != "cancelled" || l[2].Reason != "offline" || !l[2].At.Equal(t0.Add(2*time.Second)) {
+		t.Fatalf("MissedCalls = %+v, %v; want the 3 in order", l, err)
+	}
+	if l, _ := s.MissedCalls(ctx, "alice", true); len(l) != 3 {
+		t.Fatalf("MissedCalls(clear) returned %d; want the 3 before clearing", len(l))
+	}
+	if l, _ := s.MissedCalls(ctx, "alice", false); len(l) != 0 {
+		t.Fatalf("after clear: %v", l)
+	}
+}
+
+func testMissedCallsCap(t *testing.T, ctx context.Context, s store.Store) {
+	mustCreate(t, ctx, s, "alice")
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 105 {
+		c := store.MissedCall{User: fmt.Sprintf("u%03d", i), At: t0.Add(time.Duration(i) * time.Second), Reason: "offline"}
+		if err := s.AppendMissedCalls(ctx, "alice", []store.MissedCall{c}, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := s.MissedCalls(ctx, "alice", false)
+	if err != nil || len(l) != 100 || l[0].User != "u005" || l[99].User != "u104" {
+		t.Fatalf("capped list: %d entries, first %+v; want 100 from u005", len(l), l[0])
 	}
 }

@@ -1,4 +1,4 @@
-package wsloop_test
+package metaws_test
 
 import (
 	"bufio"
@@ -15,7 +15,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gorilla/websocket"
 
-	"github.com/user-media-plug/umplug/internal/server/wsloop"
+	"github.com/user-media-plug/umplug/internal/server/metaws"
 )
 
 const waitFor = 10 * time.Second
@@ -23,7 +23,7 @@ const waitFor = 10 * time.Second
 // echo answers each message with itself and records the end.
 type echo struct {
 	t      testing.TB
-	c      *wsloop.Conn
+	c      *metaws.Conn
 	in     atomic.Bool // Handle is running
 	closes atomic.Int32
 	closed chan struct{}
@@ -36,9 +36,16 @@ func (e *echo) Handle(m []byte) {
 	if e.closes.Load() != 0 {
 		e.t.Error("Handle called after Close")
 	}
-	if string(m) == "close-me" {
+	switch {
+	case string(m) == "close-me":
 		e.c.Close(4000, "as asked")
-	} else {
+	case string(m) == "spam":
+		// Writes from another goroutine until they fail.
+		go func() {
+			for i := 0; i < 10000 && e.c.WriteText(make([]byte, 512)) == nil; i++ {
+			}
+		}()
+	default:
 		e.c.WriteText(m)
 	}
 	e.in.Store(false)
@@ -72,15 +79,20 @@ type server struct {
 
 var modes = []struct {
 	name string
-	new  func(wsloop.Config) *wsloop.Loop
+	new  func(metaws.Config) *metaws.Loop
 }{
-	{"epoll", wsloop.New},
-	{"goroutine", wsloop.NewGoroutineLoop},
+	{"poll", metaws.New},
+	{"goroutine", metaws.NewGoroutineLoop},
 }
 
-func start(t testing.TB, newLoop func(wsloop.Config) *wsloop.Loop, cfg wsloop.Config) *server {
-	l := newLoop(cfg)
-	s := &server{conns: make(chan *echo, 100)}
+func start(t testing.TB, newLoop func(metaws.Config) *metaws.Loop, cfg metaws.Config) *server {
+	return serve(t, newLoop(cfg), 100)
+}
+
+// serve serves l on a loopback port; up to backlog connections may wait to
+// be taken with next.
+func serve(t testing.TB, l *metaws.Loop, backlog int) *server {
+	s := &server{conns: make(chan *echo, backlog)}
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := l.Upgrade(w, r)
 		if err != nil {
@@ -168,7 +180,7 @@ func send(t testing.TB, c net.Conn, f ws.Frame) {
 func TestEcho(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			s := start(t, m.new, wsloop.Config{})
+			s := start(t, m.new, metaws.Config{})
 			c := gorilla(t, s.url)
 			e := s.next(t)
 			for _, msg := range []string{"hello", "", strings.Repeat("x", 200), strings.Repeat("y", 60000)} {
@@ -216,7 +228,7 @@ func TestFrames(t *testing.T) {
 	for _, m := range modes {
 		for _, tc := range cases {
 			t.Run(m.name+"/"+tc.name, func(t *testing.T) {
-				s := start(t, m.new, wsloop.Config{MaxMessageBytes: 1000, CloseGrace: 200 * time.Millisecond})
+				s := start(t, m.new, metaws.Config{MaxMessageBytes: 1000, CloseGrace: 200 * time.Millisecond})
 				c, br := raw(t, s.url)
 				e := s.next(t)
 				// One write: the frames arrive together and are handled
@@ -265,7 +277,7 @@ func TestFrames(t *testing.T) {
 func TestUnmasked(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			s := start(t, m.new, wsloop.Config{})
+			s := start(t, m.new, metaws.Config{})
 			c, br := raw(t, s.url)
 			e := s.next(t)
 			if err := ws.WriteFrame(c, ws.NewTextFrame([]byte("{}"))); err != nil {
@@ -284,7 +296,7 @@ func TestUnmasked(t *testing.T) {
 func TestSplitFrame(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			s := start(t, m.new, wsloop.Config{})
+			s := start(t, m.new, metaws.Config{})
 			c, br := raw(t, s.url)
 			s.next(t)
 			b, _ := ws.CompileFrame(ws.MaskFrame(ws.NewTextFrame([]byte("split across segments"))))
@@ -306,7 +318,7 @@ func TestSplitFrame(t *testing.T) {
 func TestPipelined(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			s := start(t, m.new, wsloop.Config{})
+			s := start(t, m.new, metaws.Config{})
 			c, err := net.Dial("tcp", strings.TrimPrefix(s.url, "ws://"))
 			if err != nil {
 				t.Fatal(err)
@@ -335,7 +347,7 @@ func TestPipelined(t *testing.T) {
 func TestPeerClose(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			s := start(t, m.new, wsloop.Config{})
+			s := start(t, m.new, metaws.Config{})
 			c, br := raw(t, s.url)
 			e := s.next(t)
 			send(t, c, ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusGoingAway, "bye")))
@@ -353,7 +365,7 @@ func TestPeerClose(t *testing.T) {
 func TestLiveness(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			cfg := wsloop.Config{PingInterval: 20 * time.Millisecond, IdleTimeout: 150 * time.Millisecond, CloseGrace: 100 * time.Millisecond}
+			cfg := metaws.Config{PingInterval: 20 * time.Millisecond, IdleTimeout: 150 * time.Millisecond, CloseGrace: 100 * time.Millisecond}
 			s := start(t, m.new, cfg)
 
 			live := gorilla(t, s.url) // answers pings while it reads
@@ -397,7 +409,7 @@ func TestLiveness(t *testing.T) {
 func BenchmarkRoundTrip(b *testing.B) {
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
-			s := start(b, m.new, wsloop.Config{})
+			s := start(b, m.new, metaws.Config{})
 			c := gorilla(b, s.url)
 			c.SetReadDeadline(time.Time{})
 			msg := []byte(`{"type":"peers-online","user":"alice","tx":1}`)

@@ -1,4 +1,4 @@
-package wsloop
+package metaws
 
 import (
 	"fmt"
@@ -35,20 +35,20 @@ func sharedPoller() (*poller, error) {
 	pollOnce.Do(func() {
 		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 		if err != nil {
-			pollErr = fmt.Errorf("wsloop: epoll_create1: %w", err)
+			pollErr = fmt.Errorf("metaws: epoll_create1: %w", err)
 			return
 		}
 		// The epoll fd is itself pollable (readable when it has events):
 		// Go's own netpoller waits for it, so no thread is parked in
 		// epoll_wait and a wake-up costs no thread hand-off.
 		if err := unix.SetNonblock(fd, true); err != nil {
-			pollErr = fmt.Errorf("wsloop: epoll fd: %w", err)
+			pollErr = fmt.Errorf("metaws: epoll fd: %w", err)
 			return
 		}
-		f := os.NewFile(uintptr(fd), "wsloop-epoll")
+		f := os.NewFile(uintptr(fd), "metaws-epoll")
 		rc, err := f.SyscallConn()
 		if err != nil {
-			pollErr = fmt.Errorf("wsloop: epoll fd: %w", err)
+			pollErr = fmt.Errorf("metaws: epoll fd: %w", err)
 			return
 		}
 		thePoll = &poller{epfd: fd, f: f}
@@ -63,29 +63,30 @@ const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 func (p *poller) add(c *Conn) error {
 	c.gen = p.gen.Add(1)
 	p.mu.Lock()
-	if c.fd >= len(p.conns) {
-		n := max(2*len(p.conns), c.fd+1, 1024)
+	fd := int(c.fd)
+	if fd >= len(p.conns) {
+		n := max(2*len(p.conns), fd+1, 1024)
 		conns := make([]*Conn, n)
 		copy(conns, p.conns)
 		p.conns = conns
 	}
-	p.conns[c.fd] = c // before the fd can fire
+	p.conns[fd] = c // before the fd can fire
 	p.mu.Unlock()
-	ev := unix.EpollEvent{Events: pollEvents, Fd: int32(c.fd), Pad: int32(c.gen)}
-	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+	ev := unix.EpollEvent{Events: pollEvents, Fd: c.fd, Pad: int32(c.gen)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		p.mu.Lock()
-		p.conns[c.fd] = nil
+		p.conns[fd] = nil
 		p.mu.Unlock()
-		return fmt.Errorf("wsloop: epoll_ctl add: %w", err)
+		return fmt.Errorf("metaws: epoll_ctl add: %w", err)
 	}
 	return nil
 }
 
 // rearm waits for c's next readiness event. The caller holds c.mu.
 func (p *poller) rearm(c *Conn) error {
-	ev := unix.EpollEvent{Events: pollEvents, Fd: int32(c.fd), Pad: int32(c.gen)}
-	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev); err != nil {
-		return fmt.Errorf("wsloop: epoll_ctl mod: %w", err)
+	ev := unix.EpollEvent{Events: pollEvents, Fd: c.fd, Pad: int32(c.gen)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, int(c.fd), &ev); err != nil {
+		return fmt.Errorf("metaws: epoll_ctl mod: %w", err)
 	}
 	return nil
 }
@@ -93,10 +94,11 @@ func (p *poller) rearm(c *Conn) error {
 // remove unregisters c before its fd is closed (and possibly reused). The
 // caller holds c.mu.
 func (p *poller) remove(c *Conn) {
-	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	fd := int(c.fd)
+	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	p.mu.Lock()
-	if c.fd < len(p.conns) && p.conns[c.fd] == c {
-		p.conns[c.fd] = nil
+	if fd < len(p.conns) && p.conns[fd] == c {
+		p.conns[fd] = nil
 	}
 	p.mu.Unlock()
 }
@@ -114,7 +116,7 @@ func (p *poller) run(rc syscall.RawConn) {
 			err = werr
 		}
 		if err != nil {
-			panic(fmt.Sprintf("wsloop: epoll_wait: %v", err)) // EBADF/EFAULT/EINVAL: a bug
+			panic(fmt.Sprintf("metaws: epoll_wait: %v", err)) // EBADF/EFAULT/EINVAL: a bug
 		}
 		for _, ev := range evs[:n] {
 			var c *Conn

@@ -1,0 +1,140 @@
+package loadgen_test
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/user-media-plug/umplug/internal/loadgen"
+)
+
+func TestSlope(t *testing.T) {
+	tests := []struct {
+		name           string
+		x1, y1, x2, y2 float64
+		want           float64
+		ok             bool
+	}{
+		{"fixed cost not counted", 5000, 100 << 20, 10000, 100<<20 + 5000*2048, 2048, true},
+		{"shrinking", 10, 1000, 20, 900, -10, true},
+		{"from zero", 0, 0, 4, 8, 2, true},
+		{"no growth in x", 100, 1, 100, 2, 0, false},
+		{"x went down", 200, 1, 100, 2, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := loadgen.Slope(tt.x1, tt.y1, tt.x2, tt.y2)
+			if ok != tt.ok || math.Abs(got-tt.want) > 1e-9 {
+				t.Errorf("Slope(%g, %g, %g, %g) = %g, %v; want %g, %v", tt.x1, tt.y1, tt.x2, tt.y2, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+// TestIdleSlope: the per-connection figures are slopes between the two
+// measured counts; what the server held before the first (the argon2 arena)
+// is not divided among the connections.
+func TestIdleSlope(t *testing.T) {
+	r := &loadgen.IdleResult{
+		ConnectedBase: 5000, Connected: 10000,
+		Before: loadgen.MemSnap{RSS: 30 << 20, Goroutines: 20},
+		Base:   loadgen.MemSnap{RSS: 80 << 20, Heap: 40 << 20, Stack: 1 << 20, Goroutines: 25},
+		After:  loadgen.MemSnap{RSS: 80<<20 + 5000*1500, Heap: 40<<20 + 5000*1000, Stack: 1 << 20, Goroutines: 30},
+	}
+	if got := r.RSSPerConn(); got != 1500 {
+		t.Errorf("RSSPerConn = %g, want 1500", got)
+	}
+	if got := r.HeapPerConn(); got != 1000 {
+		t.Errorf("HeapPerConn = %g, want 1000", got)
+	}
+	if got := r.StackPerConn(); got != 0 {
+		t.Errorf("StackPerConn = %g, want 0", got)
+	}
+	if got := r.GoroutinesPerConn(); got != 0.001 {
+		t.Errorf("GoroutinesPerConn = %g, want 0.001", got)
+	}
+	// From none: (80 MiB + 7.5 MB - 30 MiB) / 10000, the fixed 50 MiB
+	// included.
+	if got, want := r.RSSPerConnFromZero(), (50<<20+5000*1500)/10000.0; got != want {
+		t.Errorf("RSSPerConnFromZero = %g, want %g", got, want)
+	}
+	if s := r.Summary(); s["rss_per_conn_bytes"] != 1500 || s["goroutines_per_conn"] != 0.001 {
+		t.Errorf("Summary = %v", s)
+	}
+}
+
+func TestSettings(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  loadgen.Config
+		want map[string]any // a subset
+		not  []string       // settings the scenario does not read
+	}{
+		{"calls defaults", loadgen.Config{}, map[string]any{
+			"scenario": "calls", "server": "http://127.0.0.1:8080", "pairs": 20, "duration": "10s", "rate": 20.0, "unpaced": false,
+		}, []string{"conns", "fps", "peers"}},
+		{"unpaced reports rate 0", loadgen.Config{Scenario: "calls", Unpaced: true}, map[string]any{
+			"rate": 0.0, "unpaced": true,
+		}, nil},
+		{"idle counts", loadgen.Config{Scenario: "idle", Conns: 400}, map[string]any{
+			"conns": "200,400", "settle": "5s", "sources": 1,
+		}, []string{"pairs", "duration"}},
+		{"idle defaults: sources under per-address caps", loadgen.Config{Scenario: "idle"}, map[string]any{
+			"conns": "5000,10000", "sources": 20,
+		}, nil},
+		{"login-flood sources", loadgen.Config{Scenario: "login-flood", Flood: 1000}, map[string]any{
+			"flood": 1000, "sources": 2,
+		}, nil},
+		{"media", loadgen.Config{Scenario: "media", FPS: 30, FrameBytes: 10240}, map[string]any{
+			"pairs": 50, "fps": 30.0, "frame-bytes": 10240,
+		}, []string{"conns", "flood"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			settings, err := tt.cfg.Settings()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]any{}
+			for _, s := range settings {
+				got[s.Name] = s.Value
+			}
+			if _, ok := got["password"]; ok {
+				t.Error("the password is listed")
+			}
+			for k, v := range tt.want {
+				if !reflect.DeepEqual(got[k], v) {
+					t.Errorf("%s = %#v, want %#v", k, got[k], v)
+				}
+			}
+			for _, k := range tt.not {
+				if _, ok := got[k]; ok {
+					t.Errorf("%s listed for %s", k, tt.cfg.Scenario)
+				}
+			}
+		})
+	}
+}
+
+func TestWriteHeader(t *testing.T) {
+	h, err := loadgen.NewHeader(context.Background(), loadgen.Config{Scenario: "presence"}, []string{"umplug", "bench"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.GoVersion == "" || h.GOMAXPROCS < 1 || h.NumCPU < 1 || h.CommitSource == "" {
+		t.Errorf("header %+v", h)
+	}
+	var buf bytes.Buffer
+	if err := loadgen.WriteHeader(&buf, h); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"commit", "GOMAXPROCS=", "NumCPU=", "cpu", "config", "scenario=presence", "peers=1000", "server"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("header lacks %q:\n%s", want, buf.String())
+		}
+	}
+	t.Logf("\n%s", buf.String())
+}

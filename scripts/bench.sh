@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Regenerates docs/benchmarks.md from measurements, with nothing typed by
+# hand: builds umplug, runs every `umplug bench` scenario with -json against
+# a fresh `umplug serve` (its own temp data dir and port, the flags the doc
+# names), runs the go test benchmarks with -count 10 and benchstat, and
+# renders scripts/benchmarks.md.tmpl with scripts/benchdoc.
+#
+#   scripts/bench.sh                full size: about 15 minutes on 2 cores
+#                                   (10,000 argon2 logins for idle: ~5 min;
+#                                   the media buffer sweep, -count 10: ~5 min)
+#   QUICK=1 scripts/bench.sh        small counts, -count 3: under 2 minutes;
+#                                   writes $TMPDIR/umplug-bench-quick.md,
+#                                   labelled QUICK (never docs/)
+#   OUT=path scripts/bench.sh       write the document there instead
+#   KEEP=1 scripts/bench.sh         keep the work dir (JSON reports, logs)
+#
+# Run it on an otherwise idle machine: the server and the load generator
+# share its cores, and every figure is a measurement of both. Needs go,
+# benchstat (go install golang.org/x/perf/cmd/benchstat@latest) and about
+# 10,000 open files (ulimit -n) for the idle scenario.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LC_ALL=C
+
+QUICK="${QUICK:-}"
+if [ -n "$QUICK" ]; then
+  OUT="${OUT:-${TMPDIR:-/tmp}/umplug-bench-quick.md}"
+else
+  OUT="${OUT:-docs/benchmarks.md}"
+fi
+BENCHSTAT="${BENCHSTAT:-$(command -v benchstat || echo "$(go env GOPATH)/bin/benchstat")}"
+if [ ! -x "$BENCHSTAT" ]; then
+  echo "bench.sh: benchstat not found: go install golang.org/x/perf/cmd/benchstat@latest" >&2
+  exit 1
+fi
+
+# Sizes: full, or QUICK.
+if [ -n "$QUICK" ]; then
+  CALLS_DURATION=3s MEDIA_DURATION=3s
+  IDLE_CONNS=200,400 IDLE_SETTLE=2s
+  PRES_PEERS=100 PRES_CHANGES=20
+  FLOOD=100 FLOOD_DURATION=5s
+  MEDIA_PAIRS=10 MEDIA_PACED_PAIRS=5
+  COUNT=3 BENCHTIME=200ms
+else
+  CALLS_DURATION=10s MEDIA_DURATION=10s
+  IDLE_CONNS=5000,10000 IDLE_SETTLE=5s
+  PRES_PEERS=1000 PRES_CHANGES=200
+  FLOOD=1000 FLOOD_DURATION=10s
+  MEDIA_PAIRS=50 MEDIA_PACED_PAIRS=20
+  COUNT=10 BENCHTIME=1s
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/umplug-bench.XXXXXX")"
+SERVER_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [ -n "${KEEP:-}" ]; then
+    echo "bench.sh: work dir kept: $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+mkdir -p "$WORK/reports"
+START=$(date +%s)
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+echo "bench.sh: building umplug into $WORK" >&2
+go build -o "$WORK/umplug" ./cmd/umplug
+
+# start_server NAME [serve flags…]: a fresh server on a free loopback port;
+# sets SERVER_PID, SERVER_URL and, with -debug-addr, DEBUG_URL.
+start_server() {
+  local name=$1
+  shift
+  local log="$WORK/reports/$name.server.log"
+  "$WORK/umplug" serve -addr 127.0.0.1:0 -data "$WORK/data-$name" "$@" 2>"$log" &
+  SERVER_PID=$!
+  SERVER_URL= DEBUG_URL=
+  for _ in $(seq 100); do
+    SERVER_URL=$(grep -o 'url=http://[0-9.:]*/' "$log" | head -1 | sed 's/^url=//; s,/$,,') || true
+    if [ -n "$SERVER_URL" ] && curl -fsS "$SERVER_URL/healthz" >/dev/null 2>&1; then
+      DEBUG_URL=$(grep -o 'msg="serving pprof" addr=[0-9.:]*' "$log" | head -1 | sed 's/.*addr=/http:\/\//') || true
+      return
+    fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "bench.sh: server $name exited:" >&2
+      cat "$log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "bench.sh: server $name not serving after 10 s:" >&2
+  cat "$log" >&2
+  exit 1
+}
+
+stop_server() {
+  kill "$SERVER_PID"
+  wait "$SERVER_PID" || true
+  SERVER_PID=
+}
+
+# scenario NAME "SERVE FLAGS" BENCH FLAGS…: one scenario against its own
+# server; the report goes to reports/NAME.json, the commands (as a reader
+# would type them) to reports/NAME.cmd. A literal $DEBUG_URL in a bench flag
+# becomes the server's pprof address (serve -debug-addr 127.0.0.1:0).
+scenario() {
+  local name=$1 serve_flags=$2
+  shift 2
+  echo "bench.sh: scenario $name" >&2
+  # shellcheck disable=SC2086 # serve_flags is a list of flags
+  start_server "$name" $serve_flags
+  local args=() shown=() a
+  for a in "$@"; do
+    args+=("${a//\$DEBUG_URL/$DEBUG_URL}")
+    shown+=("${a//\$DEBUG_URL/http://127.0.0.1:6060}")
+  done
+  {
+    echo "umplug serve${serve_flags:+ ${serve_flags//127.0.0.1:0/127.0.0.1:6060}} &"
+    echo "umplug bench ${shown[*]} -pid \$!"
+  } >"$WORK/reports/$name.cmd"
+  local t0
+  t0=$(date +%s)
+  "$WORK/umplug" bench -json -server "$SERVER_URL" -pid "$SERVER_PID" "${args[@]}" \
+    >"$WORK/reports/$name.json" 2>"$WORK/reports/$name.progress"
+  echo $(($(date +%s) - t0)) >"$WORK/reports/$name.seconds"
+  stop_server
+}
+
+scenario calls-paced "" -scenario calls -pairs 20 -duration "$CALLS_DURATION"
+scenario calls "-msg-rate -1" -scenario calls -pairs 20 -duration "$CALLS_DURATION" -unpaced
+# idle: the server's pprof endpoint lets the load generator force a GC
+# before each memory reading (-gc-url), so that argon2 garbage left by the
+# logins does not land in the slope by chance.
+scenario idle "-debug-addr 127.0.0.1:0" -scenario idle -conns "$IDLE_CONNS" -settle "$IDLE_SETTLE" -sources 50 -gc-url '$DEBUG_URL/debug/pprof/heap?gc=1'
+scenario presence "" -scenario presence -peers "$PRES_PEERS" -changes "$PRES_CHANGES" -sources 20
+scenario login-flood "-msg-rate -1" -scenario login-flood -flood "$FLOOD" -pairs 20 -duration "$FLOOD_DURATION" -unpaced -sources 50
+scenario media "-msg-rate -1" -scenario media -pairs "$MEDIA_PAIRS" -duration "$MEDIA_DURATION" -unpaced
+scenario media-paced "" -scenario media -pairs "$MEDIA_PACED_PAIRS" -fps 30 -frame-bytes 10240 -duration "$MEDIA_DURATION"
+
+# gotest NAME PKG BENCH: go test benchmarks, COUNT runs each, raw output
+# kept for benchstat; the command goes to NAME.cmd.
+gotest() {
+  local name=$1 pkg=$2 bench=$3
+  echo "bench.sh: go test -bench '$bench' $pkg (-count $COUNT)" >&2
+  echo "go test -run '^\$' -bench '$bench' -benchtime $BENCHTIME -count $COUNT $pkg > $name.txt" >"$WORK/reports/$name.cmd"
+  go test -run '^$' -bench "$bench" -benchtime "$BENCHTIME" -count "$COUNT" "$pkg" >"$WORK/reports/$name.txt"
+}
+gotest media-buf ./internal/media/ 'Relay64KiB|RelayBufferSize|TCPPipe64KiB'
+gotest media-small ./internal/media/ 'Relay1KiBFrames|RelayLatency'
+gotest password ./internal/password/ 'HashOWASP'
+(
+  # From the reports dir, so that benchstat labels columns by file name.
+  cd "$WORK/reports"
+  "$BENCHSTAT" -filter '.name:RelayBufferSize' -col /impl media-buf.txt >media-buf-impl.benchstat
+  "$BENCHSTAT" -filter '-.name:RelayBufferSize' media-buf.txt >media-buf-other.benchstat
+  "$BENCHSTAT" media-small.txt >media-small.benchstat
+  "$BENCHSTAT" password.txt >password.benchstat
+  {
+    echo "benchstat -filter '.name:RelayBufferSize' -col /impl media-buf.txt"
+    echo "benchstat -filter '-.name:RelayBufferSize' media-buf.txt"
+  } >>media-buf.cmd
+  echo "benchstat media-small.txt" >>media-small.cmd
+  echo "benchstat password.txt" >>password.cmd
+)
+
+echo $(($(date +%s) - START)) >"$WORK/reports/total.seconds"
+go run ./scripts/benchdoc -dir "$WORK/reports" -template scripts/benchmarks.md.tmpl \
+  -out "$OUT" ${QUICK:+-quick}
+echo "bench.sh: wrote $OUT in $(($(date +%s) - START)) s" >&2
