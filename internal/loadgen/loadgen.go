@@ -11,6 +11,9 @@
 //	login-flood  calls, plus F whoami fired at once from separate connections
 //	media        P calls streaming timestamped frames both ways through the
 //	             media relay: frames/s, one-way latency, order and loss
+//	webrtc       P WebRTC calls through the SFU (webrtc.go), 1 Mbit/s video
+//	             and audio each side: packets/s, loss, latency, CPU/packet;
+//	             only in a loopback-only network namespace
 //
 // Users are created on the fly with reg-user (an existing name is fine, so
 // runs reuse them) and named <prefix>-<scenario>-…, all with one password.
