@@ -53,6 +53,10 @@ const DefaultICEPort = 7882
 // udpBufferSize is the socket buffer asked for the ICE UDP port.
 const udpBufferSize = 4 << 20
 
+// defaultSignalPing is how often an idle WebRTC signalling connection is
+// pinged (keepAlive): under the common 60 s proxy idle timeouts.
+const defaultSignalPing = 25 * time.Second
+
 // maxEarlyCandidates bounds the device candidates kept while no answer has
 // been applied yet.
 const maxEarlyCandidates = 64
@@ -76,6 +80,9 @@ type WebRTCConfig struct {
 	// PublicIPs are advertised instead of the local addresses in host
 	// candidates: for a server behind 1:1 NAT (cloud VMs).
 	PublicIPs []string
+	// PingInterval is how often the signalling WebSocket is pinged; zero
+	// means 25 s (under common proxy idle timeouts).
+	PingInterval time.Duration
 }
 
 // rtcEngine is the WebRTC part of a Server: the shared API and the ICE
@@ -86,6 +93,7 @@ type rtcEngine struct {
 	tcp   *ice.TCPMuxDefault // nil without ICE-TCP
 	tcpLn net.Listener
 	m     *rtcMetrics
+	ping  time.Duration // WebRTCConfig.PingInterval
 }
 
 func newRTCEngine(cfg WebRTCConfig, log *slog.Logger, reg prometheus.Registerer) (*rtcEngine, error) {
@@ -117,7 +125,10 @@ func newRTCEngine(cfg WebRTCConfig, log *slog.Logger, reg prometheus.Registerer)
 		_ = udp.Close()
 		return nil, fmt.Errorf("media: ICE UDP port %d: %w", cfg.UDPPort, ErrNoICEAddress)
 	}
-	e := &rtcEngine{udp: udp, m: m}
+	e := &rtcEngine{udp: udp, m: m, ping: cfg.PingInterval}
+	if e.ping <= 0 {
+		e.ping = defaultSignalPing
+	}
 	var se webrtc.SettingEngine
 	se.LoggerFactory = lf
 	se.SetICEUDPMux(udp)
@@ -355,7 +366,9 @@ func (s *Server) serveRTC(sd *side) *side {
 		p.attach(src)
 	}
 	p.negotiate()
+	stopPings := p.keepAlive()
 	p.readLoop()
+	stopPings()
 	s.mu.Lock()
 	ended := cl.ended
 	s.mu.Unlock()
@@ -383,6 +396,31 @@ func (s *Server) newPeer(sd *side) (*rtcPeer, error) {
 	pc.OnConnectionStateChange(p.onState)
 	pc.OnTrack(p.onTrack)
 	return p, nil
+}
+
+// keepAlive pings the signalling connection every PingInterval until
+// stop is called. Once negotiated, a WebRTC call's /media WebSocket carries
+// nothing for its whole length, and reverse proxies cut WebSockets idle for
+// a minute or so, which would end the call; browsers and gorilla answer
+// pings by themselves. (Liveness stays /meta's job, as in relay mode.)
+func (p *rtcPeer) keepAlive() (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(p.s.rtc.ping)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = p.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(p.s.writeTimeout))
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 // readLoop reads the device's signalling until the socket ends.

@@ -976,3 +976,47 @@ func TestWebRTCH264(t *testing.T) {
 		t.Fatalf("bob receives %s (PT %d), want H.264", c.MimeType, c.PayloadType)
 	}
 }
+
+// TestWebRTCSignallingPinged: the otherwise idle signalling WebSocket is
+// pinged (proxies cut idle WebSockets), here every 20 ms.
+func TestWebRTCSignallingPinged(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, &servertest.Options{Configure: func(c *server.Config) {
+		c.Media.WebRTC.PingInterval = 20 * time.Millisecond
+	}})
+	_, _, fca, _ := rtcCall(ctx, t, s)
+	c, _, err := websocket.DefaultDialer.DialContext(ctx, "ws"+strings.TrimPrefix(s.URL, "http")+"/media", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pings := make(chan struct{}, 10)
+	c.SetPingHandler(func(string) error {
+		select {
+		case pings <- struct{}{}:
+		default:
+		}
+		return nil
+	})
+	if err := c.WriteJSON(protocol.MediaHello{Type: protocol.TypeMedia, Ticket: fca.Ticket, Mode: protocol.MediaModeWebRTC}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	for range 2 {
+		select {
+		case <-pings:
+		case <-ctx.Done():
+			t.Fatal("no ping")
+		}
+	}
+}
