@@ -135,7 +135,7 @@ export class UmplugError extends Error {
 }
 
 /** Server event types that are dispatched under their own name. */
-const EVENT_TYPES = new Set(['status', 'call', 'accept', 'reject', 'cancel', 'unpair', 'force-call'])
+const EVENT_TYPES = new Set(['status', 'call', 'accept', 'reject', 'cancel', 'unpair', 'force-call', 'reconnecting', 'resumed', 'missed-call'])
 
 /**
  * metaURL works out the /meta WebSocket URL from what the caller gave.
