@@ -53,6 +53,11 @@ func newBrowser(t *testing.T, parent context.Context, width, height int) context
 		chromedp.Flag("use-fake-ui-for-media-stream", true),
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
 		chromedp.Flag("password-store", "basic"),
+		// WebRTC in tests: host candidates with plain IPs (no mDNS names,
+		// which would also multicast), and loopback allowed, since the
+		// WebRTC tests run in a namespace that has nothing else.
+		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(parent, opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))

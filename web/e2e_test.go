@@ -52,7 +52,7 @@ func eval[T any](t *testing.T, u user, expr string) T {
 	var v T
 	within(t, u, 10*time.Second, expr, func(ctx context.Context) error {
 		var err error
-		v, err = chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+		v, err = chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
 		return err
 	})
 	return v
@@ -96,14 +96,15 @@ func noticeHas(t *testing.T, u user, want string) {
 const remoteTime = `document.querySelector('#remote-video').currentTime`
 
 // TestE2E drives two real browsers (two users) through the whole app on the
-// real server: sign up, become mutual peers, call, accept, see and hear each
-// other, hang up; then reject, cancel and ringing timeout.
+// real server, with the media forced to the relay mode (?media=relay;
+// TestE2EWebRTC covers WebRTC): sign up, become mutual peers, call, accept,
+// see and hear each other, hang up; then reject, cancel and ringing timeout.
 func TestE2E(t *testing.T) {
 	needChromium(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
 	defer cancel()
 	srv := servertest.Start(t, nil)
-	base := localhost(srv.URL)
+	base := localhost(srv.URL) + "/?media=relay"
 	dir := artifactsDir(t)
 
 	alice := user{"alice", newBrowser(t, ctx, 1000, 800)}
@@ -126,6 +127,9 @@ func TestE2E(t *testing.T) {
 		do(t, bob, "accept", chromedp.Click("#btn-accept"))
 		state(t, bob, "in-call")
 		state(t, alice, "in-call")
+		for _, u := range []user{alice, bob} {
+			wait(t, u, "relay media", `!!umplugApp.call && !!umplugApp.call.media && umplugApp.call.media.mode === 'relay'`)
+		}
 
 		// Each side's remote video plays: it has a picture and its clock
 		// advances between two samples.
@@ -186,7 +190,7 @@ func TestE2E(t *testing.T) {
 
 	t.Run("ringing-timeout", func(t *testing.T) {
 		short := servertest.Start(t, &servertest.Options{RingingTimeout: 2 * time.Second})
-		base := localhost(short.URL)
+		base := localhost(short.URL) + "/?media=relay"
 		signUp(t, alice, base)
 		signUp(t, bob, base)
 		addPeer(t, alice, "bob")

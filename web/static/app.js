@@ -574,6 +574,7 @@ function endCall (message) {
   const local = $('#local-video')
   local.srcObject = null
   const remote = $('#remote-video')
+  remote.srcObject = null
   remote.removeAttribute('src')
   remote.load()
   if (message) showNotice(message)

@@ -861,7 +861,8 @@ export class WebRTCMediaHandle extends EventTarget {
     q.remoteVideoOff = !!(remoteVideo && remoteVideo.muted) || (videoStalled && audioFlows && cur.framesDecoded !== null)
     q.unstable = ice === 'disconnected' || ice === 'failed' || (this._paired && now - last.any >= stallMs) ||
       (this._paired && videoStalled && !audioFlows && cur.framesDecoded !== null)
-    q.score = q.unstable ? 'poor' : scoreQuality(q)
+    // With the peer's camera off there is no frame rate to judge.
+    q.score = q.unstable ? 'poor' : scoreQuality(q.remoteVideoOff ? { ...q, fps: null } : q)
     return q
   }
 
