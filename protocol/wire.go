@@ -398,6 +398,7 @@ type Event struct {
 type MediaHello struct {
 	Type   string `json:"type"` // TypeMedia
 	Ticket string `json:"ticket"`
+	Mode   string `json:"mode,omitempty"` // "" or MediaModeRelay (section 6), MediaModeWebRTC (section 10)
 }
 
 // Paired tells a media connection that the other side is connected.

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/user-media-plug/umplug/internal/media"
 	"github.com/user-media-plug/umplug/internal/meta"
 	"github.com/user-media-plug/umplug/internal/server"
 	"github.com/user-media-plug/umplug/internal/store"
@@ -41,6 +42,12 @@ type serveConfig struct {
 	trustedProxies  string
 	publicURL       string
 	allowedHosts    string
+	webrtc          bool
+	iceUDPPort      int
+	iceTCPPort      int
+	icePublicIPs    string
+	iceIPs          string
+	iceInterfaces   string
 }
 
 // envOr returns the environment variable's value, or def.
@@ -104,6 +111,12 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.trustedProxies, "trusted-proxies", envOr("UMPLUG_TRUSTED_PROXIES", ""), "comma-separated CIDRs or addresses of reverse proxies whose X-Forwarded-For gives the client address (env UMPLUG_TRUSTED_PROXIES)")
 	fs.StringVar(&c.publicURL, "public-url", envOr("UMPLUG_PUBLIC_URL", ""), "URL clients use, e.g. https://calls.example.com; its host is an allowed Host (env UMPLUG_PUBLIC_URL)")
 	fs.StringVar(&c.allowedHosts, "allowed-hosts", envOr("UMPLUG_ALLOWED_HOSTS", ""), "comma-separated other host names (name, name:port, *.domain) accepted in the Host header; IP addresses and localhost always are (env UMPLUG_ALLOWED_HOSTS)")
+	fs.BoolVar(&c.webrtc, "webrtc", envOr("UMPLUG_WEBRTC", "true") == "true", "offer the WebRTC media mode on /media (env UMPLUG_WEBRTC)")
+	fs.IntVar(&c.iceUDPPort, "ice-udp-port", envInt("UMPLUG_ICE_UDP_PORT", media.DefaultICEPort), "UDP port for all WebRTC (ICE) media; open it in the firewall; 0: any free port (env UMPLUG_ICE_UDP_PORT)")
+	fs.IntVar(&c.iceTCPPort, "ice-tcp-port", envInt("UMPLUG_ICE_TCP_PORT", media.DefaultICEPort), "TCP port for WebRTC media over TCP (networks that block UDP); negative: off; 0: any free port (env UMPLUG_ICE_TCP_PORT)")
+	fs.StringVar(&c.icePublicIPs, "ice-public-ip", envOr("UMPLUG_ICE_PUBLIC_IP", ""), "comma-separated public IPs to advertise instead of the local ones, for a server behind 1:1 NAT (cloud VMs) (env UMPLUG_ICE_PUBLIC_IP)")
+	fs.StringVar(&c.iceIPs, "ice-ips", envOr("UMPLUG_ICE_IPS", ""), "comma-separated local IPs WebRTC media may use; default: the -addr IP, or every address when -addr listens on all (env UMPLUG_ICE_IPS)")
+	fs.StringVar(&c.iceInterfaces, "ice-interfaces", envOr("UMPLUG_ICE_INTERFACES", ""), "comma-separated network interfaces WebRTC media may use, e.g. eth0 (env UMPLUG_ICE_INTERFACES)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -117,6 +130,43 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 		return nil, errors.New("serve: -tls-cert and -tls-key go together")
 	}
 	return c, nil
+}
+
+// webrtcConfig turns the ICE flags into the media server's WebRTC config;
+// nil when -webrtc=false. Without -ice-ips and -ice-interfaces, ICE uses
+// the IP that -addr names (127.0.0.1 by default: two browsers on this
+// machine just work), or every address when -addr listens on all of them
+// (a LAN server).
+func (c *serveConfig) webrtcConfig() (*media.WebRTCConfig, error) {
+	if !c.webrtc {
+		return nil, nil
+	}
+	wc := &media.WebRTCConfig{UDPPort: c.iceUDPPort, TCPPort: c.iceTCPPort,
+		Interfaces: splitList(c.iceInterfaces), PublicIPs: splitList(c.icePublicIPs)}
+	for _, v := range splitList(c.iceIPs) {
+		ip := net.ParseIP(v)
+		if ip == nil {
+			return nil, fmt.Errorf("serve: -ice-ips: %q is not an IP address", v)
+		}
+		wc.IPs = append(wc.IPs, ip)
+	}
+	for _, v := range wc.PublicIPs {
+		if net.ParseIP(v) == nil {
+			return nil, fmt.Errorf("serve: -ice-public-ip: %q is not an IP address", v)
+		}
+	}
+	if len(wc.IPs) == 0 && len(wc.Interfaces) == 0 {
+		host, _, err := net.SplitHostPort(c.addr)
+		if err == nil {
+			if host == "localhost" {
+				host = "127.0.0.1"
+			}
+			if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+				wc.IPs = []net.IP{ip}
+			}
+		}
+	}
+	return wc, nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -157,6 +207,10 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("serve: -trusted-proxies: %w", err)
 	}
+	wc, err := c.webrtcConfig()
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Config{
 		Meta: meta.Config{
 			Store:                st,
@@ -167,6 +221,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 			RateLimit:            c.msgRate,
 			RateBurst:            c.msgBurst,
 		},
+		Media:           media.Config{WebRTC: wc},
 		AllowedOrigins:  splitList(c.allowedOrigins),
 		Logger:          log,
 		MaxConns:        c.maxConns,
@@ -207,6 +262,10 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("serving", "addr", ln.Addr().String(), "url", scheme+"://"+ln.Addr().String()+"/",
 		"data", c.data, "registration", c.registration)
+	if udp, tcp := srv.Media().ICEAddrs(); udp != nil {
+		log.Info("webrtc media (ICE): open these ports to clients", "udp", fmt.Sprint(udp), "tcp", fmt.Sprint(tcp),
+			"public_ips", c.icePublicIPs)
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if c.tlsCert != "" {

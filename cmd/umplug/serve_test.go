@@ -73,7 +73,8 @@ func startChild(t *testing.T, args ...string) *child {
 // startChildEnv is startChild with extra environment variables.
 func startChildEnv(t *testing.T, env []string, args ...string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"serve", "-addr", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(os.Args[0], append([]string{"serve", "-addr", "127.0.0.1:0",
+		"-ice-udp-port", "0", "-ice-tcp-port", "0"}, args...)...) // ICE on free ports: children run side by side
 	cmd.Env = append(append(os.Environ(), "UMPLUG_TEST_CHILD=1"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

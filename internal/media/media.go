@@ -110,6 +110,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the umplug_media_* metrics. Nil: not registered.
 	Registerer prometheus.Registerer
+	// WebRTC enables the WebRTC mode (contract section 10) and opens its
+	// ICE ports in New (closed by Close). Nil: the mode is refused.
+	WebRTC *WebRTCConfig
 }
 
 // Server is the media server. It is safe for concurrent use.
@@ -125,11 +128,14 @@ type Server struct {
 	log          *slog.Logger
 	m            *metrics
 	hooks        testHooks
+	rtc          *rtcEngine // nil: WebRTC mode off
 
 	// wg counts ServeConn calls and closer goroutines, so that Close
 	// returns only when no goroutine of the server is left. Add is only
 	// called under mu while !closed, or while the count is already positive.
 	wg sync.WaitGroup
+
+	closeICE sync.Once
 
 	mu      sync.Mutex // guards the following
 	closed  bool
@@ -156,8 +162,10 @@ type call struct {
 	timer   clock.Timer   // MediaWait; nil once both arrived
 	paired  bool          // ready was closed (counted in the active gauge)
 	ended   bool          // torn down; set once
+	webrtc  bool          // a side arrived in webrtc mode (the other must too)
 	ready   chan struct{} // closed when both sides got "paired": relay now
 	done    chan struct{} // closed when the call is torn down
+	rtc     rtcCall       // WebRTC forwarding state; has its own locks
 }
 
 // side is one device of a call.
@@ -168,6 +176,9 @@ type side struct {
 	ticket string // a credential: never log it
 	issued time.Time
 	conn   *websocket.Conn // set once at the hello, under Server.mu
+	mode   string          // protocol.MediaModeRelay or MediaModeWebRTC, set with conn
+	rp     *rtcPeer        // webrtc: set while its ServeConn runs the peer connection
+	rtcUp  bool            // webrtc: its peer connection reached connected
 }
 
 func (sd *side) peer() *side { return sd.call.sides[1-sd.idx] }
@@ -217,6 +228,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.WebRTC != nil {
+		e, err := newRTCEngine(*cfg.WebRTC, s.log, cfg.Registerer)
+		if err != nil {
+			return nil, err
+		}
+		s.rtc = e
 	}
 	return s, nil
 }
@@ -281,6 +299,9 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	if s.rtc != nil {
+		s.closeICE.Do(s.rtc.close)
+	}
 }
 
 // endLocked tears cl down: no EndCall here, the caller decides.
@@ -294,6 +315,7 @@ func (s *Server) endLocked(cl *call, reason string) {
 		cl.timer.Stop()
 		cl.timer = nil
 	}
+	s.endRTCLocked(cl)
 	for _, sd := range cl.sides {
 		if sd.ticket != "" && s.tickets[sd.ticket] == sd {
 			delete(s.tickets, sd.ticket)
@@ -344,13 +366,17 @@ func (s *Server) fail(cl *call, user string) {
 // first side (caller before callee) that did not arrive.
 func (s *Server) mediaWaitExpired(cl *call) {
 	s.mu.Lock()
-	if cl.ended || cl.arrived == 2 {
+	if cl.ended || cl.paired || cl.arrived == 2 && !cl.webrtc {
 		s.mu.Unlock()
 		return
 	}
-	missing := cl.sides[0].user
-	if cl.sides[0].conn != nil {
-		missing = cl.sides[1].user
+	// In webrtc mode a side is there once its peer connection is up.
+	missing := cl.sides[1].user
+	for _, sd := range cl.sides {
+		if sd.conn == nil || cl.webrtc && !sd.rtcUp {
+			missing = sd.user
+			break
+		}
 	}
 	s.endLocked(cl, protocol.ReasonDisconnected)
 	s.mu.Unlock()
@@ -393,6 +419,12 @@ func (s *Server) ServeConn(ctx context.Context, c *websocket.Conn) {
 		return
 	}
 	cl := sd.call
+	if sd.mode == protocol.MediaModeWebRTC {
+		if blamed := s.serveRTC(sd); blamed != nil {
+			s.fail(cl, blamed.user)
+		}
+		return
+	}
 	select {
 	case <-cl.ready:
 	case <-cl.done:
@@ -449,6 +481,17 @@ func (s *Server) hello(c *websocket.Conn, remote string) *side {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	c.SetReadLimit(s.maxFrame)
+	mode := h.Mode
+	if mode == "" {
+		mode = protocol.MediaModeRelay
+	}
+	if mode == protocol.MediaModeWebRTC && s.rtc == nil || mode != protocol.MediaModeWebRTC && mode != protocol.MediaModeRelay {
+		// The ticket stays valid: the device may retry in relay mode.
+		unpend()
+		s.m.refused.WithLabelValues("mode").Inc()
+		s.refuse(c, protocol.CloseUnsupported, "media mode not supported")
+		return nil
+	}
 
 	s.mu.Lock()
 	delete(s.pending, c)
@@ -472,9 +515,20 @@ func (s *Server) hello(c *websocket.Conn, remote string) *side {
 	}
 	cl := sd.call
 	sd.conn = c
+	sd.mode = mode
+	if other := sd.peer(); other.conn != nil && other.mode != mode {
+		// Both sides must speak the same mode; this one came second.
+		s.endLocked(cl, protocol.ReasonDisconnected)
+		s.mu.Unlock()
+		s.log.Info("media: sides in different media modes", "call", cl.id, "user", sd.user)
+		s.ender.EndCall(cl.id, sd.user, protocol.ReasonDisconnected)
+		s.drain(c)
+		return nil
+	}
+	cl.webrtc = mode == protocol.MediaModeWebRTC
 	cl.arrived++
 	arrived := cl.arrived
-	both := arrived == 2
+	both := arrived == 2 && !cl.webrtc // webrtc: paired when both peer connections are up
 	if both && cl.timer != nil {
 		cl.timer.Stop()
 		cl.timer = nil

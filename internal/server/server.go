@@ -221,6 +221,9 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Meta returns the metadata server (for tests and the admin tools).
 func (s *Server) Meta() *meta.Server { return s.meta }
 
+// Media returns the media server (e.g. for its ICE addresses).
+func (s *Server) Media() *media.Server { return s.media }
+
 // checkOrigin allows non-browser clients (no Origin), the server's own
 // origin, and the configured ones.
 func (s *Server) checkOrigin(r *http.Request) bool {

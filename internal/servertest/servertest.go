@@ -6,6 +6,7 @@ package servertest
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -87,7 +88,11 @@ func start(opts *Options) (*Server, error) {
 			RingingTimeout:     opts.RingingTimeout,
 			RegistrationClosed: opts.RegistrationClosed,
 		},
-		Media:  media.Config{},
+		// WebRTC on loopback only, ephemeral ports. Tests that make WebRTC
+		// traffic also run in a loopback-only namespace (internal/netns).
+		Media: media.Config{WebRTC: &media.WebRTCConfig{
+			IPs: []net.IP{net.IPv4(127, 0, 0, 1)},
+		}},
 		Logger: opts.Logger,
 	}
 	if opts.Clock != nil {

@@ -1,0 +1,575 @@
+package server_test
+
+// WebRTC mode (contract section 10) end to end: two pion clients (package
+// client) through a real server over real sockets. Every test runs in a
+// private network namespace with only loopback (internal/netns), with mDNS
+// off and ICE candidates restricted to 127.0.0.1 on both ends.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/user-media-plug/umplug/client"
+	"github.com/user-media-plug/umplug/internal/clock"
+	"github.com/user-media-plug/umplug/internal/netns"
+	"github.com/user-media-plug/umplug/internal/server"
+	"github.com/user-media-plug/umplug/internal/servertest"
+	"github.com/user-media-plug/umplug/protocol"
+)
+
+const rtcTimeout = 30 * time.Second
+
+var loopbackOnly = []net.IP{net.IPv4(127, 0, 0, 1)}
+
+// rtcCall logs alice and bob in, has alice call bob and bob accept, and
+// returns both clients with their force-call events.
+func rtcCall(ctx context.Context, t *testing.T, s *servertest.Server) (a, b *client.Client, fca, fcb protocol.Event) {
+	t.Helper()
+	mutual(t, s, "alice", "bob")
+	var cs [2]*client.Client
+	for i, name := range []string{"alice", "bob"} {
+		c, err := client.Dial(ctx, s.URL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Login(ctx, name, pw); err != nil {
+			t.Fatal(err)
+		}
+		cs[i] = c
+	}
+	a, b = cs[0], cs[1]
+	tx, err := a.Call(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextEvent(ctx, t, b, protocol.TypeCall)
+	if err := b.Accept(ctx, "alice", tx); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, nextEvent(ctx, t, a, protocol.TypeForceCall), nextEvent(ctx, t, b, protocol.TypeForceCall)
+}
+
+// payload is the synthetic RTP payload number seq of the stream tag: a
+// marker that names it, then bytes derived from both, so that any change
+// on the way shows.
+func payload(tag string, seq int) []byte {
+	p := []byte(fmt.Sprintf("%s#%08d|", tag, seq))
+	for i := range 200 {
+		p = append(p, byte(seq*7+i))
+	}
+	return p
+}
+
+// checkPayload returns the stream tag of p if p is intact.
+func checkPayload(p []byte) (string, bool) {
+	head, _, ok := bytes.Cut(p, []byte("|"))
+	if !ok {
+		return "", false
+	}
+	tag, num, ok := strings.Cut(string(head), "#")
+	if !ok {
+		return "", false
+	}
+	seq, err := strconv.Atoi(num)
+	if err != nil {
+		return "", false
+	}
+	return tag, bytes.Equal(p, payload(tag, seq))
+}
+
+// sendLoop writes packets of stream tag to track every 5 ms until stop.
+func sendLoop(t *testing.T, track *webrtc.TrackLocalStaticRTP, tag string, pt uint8) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for seq := 0; ; seq++ {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: uint16(seq),
+				Timestamp: uint32(seq * 3000), Marker: true}, Payload: payload(tag, seq)}
+			_ = track.WriteRTP(pkt)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { close(done); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func newTrack(t *testing.T, c webrtc.RTPCodecCapability, id string) *webrtc.TrackLocalStaticRTP {
+	t.Helper()
+	tr, err := webrtc.NewTrackLocalStaticRTP(c, id, "umplug-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// collector records what a device receives from its peer.
+type collector struct {
+	mu     sync.Mutex // guards the following
+	got    map[string]int
+	bad    int
+	tracks map[string]*webrtc.TrackRemote // by kind
+	rtcp   []rtcp.Packet                  // feedback about our own tracks
+
+	poke chan struct{}
+}
+
+func newCollector() *collector {
+	return &collector{got: map[string]int{}, tracks: map[string]*webrtc.TrackRemote{}, poke: make(chan struct{}, 1)}
+}
+
+func (c *collector) wake() {
+	select {
+	case c.poke <- struct{}{}:
+	default:
+	}
+}
+
+func (c *collector) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	c.mu.Lock()
+	c.tracks[tr.Kind().String()] = tr
+	c.mu.Unlock()
+	for {
+		p, _, err := tr.ReadRTP()
+		if err != nil {
+			return
+		}
+		tag, ok := checkPayload(p.Payload)
+		c.mu.Lock()
+		if ok {
+			c.got[tag]++
+		} else {
+			c.bad++
+		}
+		c.mu.Unlock()
+		c.wake()
+	}
+}
+
+func (c *collector) onRTCP(_ webrtc.TrackLocal, pkts []rtcp.Packet) {
+	c.mu.Lock()
+	c.rtcp = append(c.rtcp, pkts...)
+	c.mu.Unlock()
+	c.wake()
+}
+
+// wait waits until cond (called under c.mu) holds.
+func (c *collector) wait(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for {
+		c.mu.Lock()
+		ok := cond()
+		c.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-c.poke:
+		case <-ctx.Done():
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			t.Fatalf("timed out waiting for %s (received %v, %d corrupted)", what, c.got, c.bad)
+		}
+	}
+}
+
+func (c *collector) waitPackets(ctx context.Context, t *testing.T, tag string, n int) {
+	t.Helper()
+	c.wait(ctx, t, fmt.Sprintf("%d packets of %s", n, tag), func() bool { return c.got[tag] >= n })
+}
+
+func (c *collector) opts(tracks ...webrtc.TrackLocal) *client.WebRTCOptions {
+	return &client.WebRTCOptions{Tracks: tracks, OnTrack: c.onTrack, OnRTCP: c.onRTCP, ICEIPs: loopbackOnly}
+}
+
+func waitPaired(ctx context.Context, t *testing.T, ws ...*client.WebRTC) {
+	t.Helper()
+	for _, w := range ws {
+		select {
+		case <-w.Paired():
+		case <-w.Done():
+			t.Fatalf("media ended before paired: %v", w.Err())
+		case <-ctx.Done():
+			t.Fatal("not paired")
+		}
+	}
+}
+
+func waitDone(ctx context.Context, t *testing.T, w *client.WebRTC) error {
+	t.Helper()
+	select {
+	case <-w.Done():
+		return w.Err()
+	case <-ctx.Done():
+		t.Fatal("media connection did not end")
+		return nil
+	}
+}
+
+func ssrcOf(t *testing.T, s *webrtc.RTPSender) uint32 {
+	t.Helper()
+	enc := s.GetParameters().Encodings
+	if len(enc) == 0 {
+		t.Fatal("sender without encodings")
+	}
+	return uint32(enc[0].SSRC)
+}
+
+// rtcPair is a running WebRTC call between alice (a) and bob (b), both
+// sending audio and video.
+type rtcPair struct {
+	a, b         *client.Client
+	wa, wb       *client.WebRTC
+	ca, cb       *collector
+	stopA, stopB func()
+}
+
+func startRTCPair(ctx context.Context, t *testing.T, s *servertest.Server) *rtcPair {
+	t.Helper()
+	p := &rtcPair{ca: newCollector(), cb: newCollector()}
+	var fca, fcb protocol.Event
+	p.a, p.b, fca, fcb = rtcCall(ctx, t, s)
+	aAudio, aVideo := newTrack(t, client.CodecOpus, "audio"), newTrack(t, client.CodecVP8, "video")
+	bAudio, bVideo := newTrack(t, client.CodecOpus, "audio"), newTrack(t, client.CodecVP8, "video")
+	var err error
+	if p.wa, err = p.a.WebRTC(ctx, fca, p.ca.opts(aAudio, aVideo)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.wa.Close() })
+	if p.wb, err = p.b.WebRTC(ctx, fcb, p.cb.opts(bAudio, bVideo)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.wb.Close() })
+	waitPaired(ctx, t, p.wa, p.wb)
+	sa1 := sendLoop(t, aAudio, "alice-audio", 111)
+	sa2 := sendLoop(t, aVideo, "alice-video", 96)
+	sb1 := sendLoop(t, bAudio, "bob-audio", 111)
+	sb2 := sendLoop(t, bVideo, "bob-video", 96)
+	p.stopA = func() { sa1(); sa2() }
+	p.stopB = func() { sb1(); sb2() }
+	return p
+}
+
+func TestWebRTCForwardsBothWays(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	p := startRTCPair(ctx, t, s)
+	if p.wa.Peer() != "bob" || p.wb.Peer() != "alice" {
+		t.Fatalf("peers %q, %q", p.wa.Peer(), p.wb.Peer())
+	}
+	for _, w := range []struct {
+		c   *collector
+		tag string
+	}{{p.cb, "alice-audio"}, {p.cb, "alice-video"}, {p.ca, "bob-audio"}, {p.ca, "bob-video"}} {
+		w.c.waitPackets(ctx, t, w.tag, 50)
+	}
+	for name, c := range map[string]*collector{"alice": p.ca, "bob": p.cb} {
+		c.mu.Lock()
+		if c.bad != 0 {
+			t.Errorf("%s received %d corrupted packets", name, c.bad)
+		}
+		for tag := range c.got {
+			if strings.HasPrefix(tag, name) {
+				t.Errorf("%s received its own stream %s", name, tag)
+			}
+		}
+		c.mu.Unlock()
+	}
+	// A receiver joining gets a keyframe: the server sends each video
+	// sender a PLI (sender SSRC 0) for its new receiver.
+	videoSSRC := ssrcOf(t, p.wa.Senders()[1])
+	p.ca.wait(ctx, t, "a join PLI at alice", func() bool {
+		for _, pk := range p.ca.rtcp {
+			if pli, ok := pk.(*rtcp.PictureLossIndication); ok && pli.MediaSSRC == videoSSRC {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestWebRTCFeedbackReachesSender: bob's PLI and REMB about alice's video
+// arrive at alice, with the media SSRC rewritten to alice's own.
+func TestWebRTCFeedbackReachesSender(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	p := startRTCPair(ctx, t, s)
+	p.cb.waitPackets(ctx, t, "alice-video", 10)
+	p.cb.mu.Lock()
+	recvd := p.cb.tracks["video"]
+	p.cb.mu.Unlock()
+	videoSSRC := ssrcOf(t, p.wa.Senders()[1])
+	const marker = 0xC0FFEE
+	const bitrate = 123456
+	// Feedback is UDP: repeat it until it shows (bounded by ctx).
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var gotPLI, gotREMB bool
+	for !gotPLI || !gotREMB {
+		err := p.wb.PeerConnection().WriteRTCP([]rtcp.Packet{
+			&rtcp.PictureLossIndication{SenderSSRC: marker, MediaSSRC: uint32(recvd.SSRC())},
+			&rtcp.ReceiverEstimatedMaximumBitrate{SenderSSRC: marker, Bitrate: bitrate, SSRCs: []uint32{uint32(recvd.SSRC())}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("feedback did not reach the sender: PLI %v, REMB %v", gotPLI, gotREMB)
+		}
+		p.ca.mu.Lock()
+		for _, pk := range p.ca.rtcp {
+			switch r := pk.(type) {
+			case *rtcp.PictureLossIndication:
+				if r.SenderSSRC == marker && r.MediaSSRC == videoSSRC {
+					gotPLI = true
+				}
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				if r.Bitrate == bitrate && len(r.SSRCs) == 1 && r.SSRCs[0] == videoSSRC {
+					gotREMB = true
+				}
+			}
+		}
+		p.ca.mu.Unlock()
+	}
+}
+
+// TestWebRTCRenegotiatesLateTrack: bob sends nothing and arrives first;
+// alice's audio arrives, then her video only later. bob is offered each
+// track as it arrives and receives both.
+func TestWebRTCRenegotiatesLateTrack(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	a, b, fca, fcb := rtcCall(ctx, t, s)
+	ca, cb := newCollector(), newCollector()
+	wb, err := b.WebRTC(ctx, fcb, cb.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wb.Close()
+	aAudio, aVideo := newTrack(t, client.CodecOpus, "audio"), newTrack(t, client.CodecVP8, "video")
+	wa, err := a.WebRTC(ctx, fca, ca.opts(aAudio, aVideo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wa.Close()
+	waitPaired(ctx, t, wa, wb)
+	sendLoop(t, aAudio, "alice-audio", 111)
+	cb.waitPackets(ctx, t, "alice-audio", 20)
+	cb.mu.Lock()
+	_, early := cb.tracks["video"]
+	cb.mu.Unlock()
+	if early {
+		t.Fatal("bob has a video track before alice sent video")
+	}
+	sendLoop(t, aVideo, "alice-video", 96)
+	cb.waitPackets(ctx, t, "alice-video", 20)
+}
+
+// TestWebRTCStolenTicket: a third party presenting a ticket that was
+// already used gets 1008 and not one signalling message (so no offer, no
+// media); the call goes on unharmed.
+func TestWebRTCStolenTicket(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	a, b, fca, fcb := rtcCall(ctx, t, s)
+	ca, cb := newCollector(), newCollector()
+	aVideo := newTrack(t, client.CodecVP8, "video")
+	wa, err := a.WebRTC(ctx, fca, ca.opts(aVideo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wa.Close()
+	wb, err := b.WebRTC(ctx, fcb, cb.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wb.Close()
+	waitPaired(ctx, t, wa, wb)
+	sendLoop(t, aVideo, "alice-video", 96)
+
+	for _, ticket := range []string{fca.Ticket, fcb.Ticket} {
+		c, _, err := websocket.DefaultDialer.DialContext(ctx, "ws"+strings.TrimPrefix(s.URL, "http")+"/media", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if err := c.WriteJSON(protocol.MediaHello{Type: protocol.TypeMedia, Ticket: ticket, Mode: protocol.MediaModeWebRTC}); err != nil {
+			t.Fatal(err)
+		}
+		_, msg, err := c.ReadMessage()
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != protocol.ClosePolicy {
+			t.Fatalf("reused ticket: got message %q, err %v; want close 1008 and nothing else", msg, err)
+		}
+		c.Close()
+	}
+	cb.waitPackets(ctx, t, "alice-video", 20)
+}
+
+// TestWebRTCNothingAfterUnpair: once the call is unpaired both peer
+// connections and /media connections close (1000 unpaired) and the server
+// forwards not one more packet, although alice keeps sending.
+func TestWebRTCNothingAfterUnpair(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	s := servertest.Start(t, &servertest.Options{Configure: func(c *server.Config) { c.Registry = reg }})
+	a, b, fca, fcb := rtcCall(ctx, t, s)
+	ca, cb := newCollector(), newCollector()
+	aVideo := newTrack(t, client.CodecVP8, "video")
+	wa, err := a.WebRTC(ctx, fca, ca.opts(aVideo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wa.Close()
+	wb, err := b.WebRTC(ctx, fcb, cb.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wb.Close()
+	waitPaired(ctx, t, wa, wb)
+	sendLoop(t, aVideo, "alice-video", 96)
+	cb.waitPackets(ctx, t, "alice-video", 20)
+
+	if err := b.Unpair(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	// bob's /media closes with 1000 "unpaired" only after the server
+	// stopped forwarding: from here on the forwarded count is final.
+	if err := waitDone(ctx, t, wb); !errors.Is(err, client.ErrUnpaired) {
+		t.Fatalf("bob's media ended with %v, want ErrUnpaired", err)
+	}
+	atUnpair := forwarded(t, reg)
+	cb.mu.Lock()
+	received := cb.got["alice-video"]
+	cb.mu.Unlock()
+	if err := waitDone(ctx, t, wa); !errors.Is(err, client.ErrUnpaired) {
+		t.Fatalf("alice's media ended with %v, want ErrUnpaired", err)
+	}
+	if st := wb.PeerConnection().ConnectionState(); st != webrtc.PeerConnectionStateClosed {
+		t.Errorf("bob's peer connection is %s", st)
+	}
+	if received > atUnpair {
+		t.Errorf("bob received %d packets, the server forwarded %d", received, atUnpair)
+	}
+	if later := forwarded(t, reg); later != atUnpair {
+		t.Errorf("%d packets forwarded after the unpair", later-atUnpair)
+	}
+	cb.mu.Lock()
+	after := cb.got["alice-video"] - received
+	cb.mu.Unlock()
+	if after != 0 {
+		t.Errorf("bob received %d packets after his media connection closed", after)
+	}
+}
+
+// forwarded reads the server's count of forwarded RTP packets.
+func forwarded(t *testing.T, reg *prometheus.Registry) int {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "umplug_media_webrtc_forwarded_packets_total" {
+			return int(mf.GetMetric()[0].GetCounter().GetValue())
+		}
+	}
+	t.Fatal("no forwarded packets metric")
+	return 0
+}
+
+// TestWebRTCNeverConnects: bob presents his ticket but never answers the
+// offer, so his peer connection never comes up; after MediaWait (fake
+// clock) the call ends as disconnected and alice's media closes.
+func TestWebRTCNeverConnects(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	fake := clock.NewFake()
+	s := servertest.Start(t, &servertest.Options{Clock: fake})
+	a, _, fca, fcb := rtcCall(ctx, t, s)
+	ca := newCollector()
+	wa, err := a.WebRTC(ctx, fca, ca.opts(newTrack(t, client.CodecVP8, "video")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wa.Close()
+	wa.PeerConnection().OnConnectionStateChange(func(webrtc.PeerConnectionState) { ca.wake() })
+	c, _, err := websocket.DefaultDialer.DialContext(ctx, "ws"+strings.TrimPrefix(s.URL, "http")+"/media", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.WriteJSON(protocol.MediaHello{Type: protocol.TypeMedia, Ticket: fcb.Ticket, Mode: protocol.MediaModeWebRTC}); err != nil {
+		t.Fatal(err)
+	}
+	var offer protocol.Signal
+	if err := c.ReadJSON(&offer); err != nil || offer.Type != protocol.TypeOffer || !strings.Contains(offer.SDP, "m=video") {
+		t.Fatalf("bob's first message: %+v, %v; want an offer", offer, err)
+	}
+	// alice's side comes up; bob's never does.
+	ca.wait(ctx, t, "alice connected", func() bool {
+		return wa.PeerConnection().ConnectionState() == webrtc.PeerConnectionStateConnected
+	})
+	fake.Advance(protocol.MediaWait)
+	ev := nextEvent(ctx, t, a, protocol.TypeUnpair)
+	if ev.Reason != protocol.ReasonDisconnected || ev.User != "bob" {
+		t.Fatalf("unpair %+v, want bob disconnected", ev)
+	}
+	if err := waitDone(ctx, t, wa); !errors.Is(err, client.ErrUnpaired) {
+		t.Fatalf("alice's media ended with %v, want ErrUnpaired", err)
+	}
+	select {
+	case <-wa.Paired():
+		t.Fatal("alice was told paired")
+	default:
+	}
+}
