@@ -73,6 +73,7 @@ func TestE2EWebRTC(t *testing.T) {
 
 	alice := user{"alice", newBrowser(t, ctx, 1280, 800)}
 	bob := user{"bob", newBrowser(t, ctx, 390, 844)}
+	do(t, alice, "desktop viewport", chromedp.EmulateViewport(1280, 800))
 	do(t, bob, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
 
 	signUp(t, alice, base)
@@ -158,6 +159,27 @@ func TestE2EWebRTC(t *testing.T) {
 		do(t, alice, "close settings", chromedp.Click("#btn-settings-close"))
 		t0 := eval[float64](t, bob, remoteTime)
 		wait(t, bob, "remote video still advancing", fmt.Sprintf(`%s > %f + 0.5`, remoteTime, t0))
+	})
+
+	t.Run("stall", func(t *testing.T) {
+		// Alice's media stops reaching the server (both senders detached
+		// behind the app's back, as a dead uplink would look): bob sees
+		// "connection unstable" within a few seconds, and it clears when
+		// the media comes back.
+		do(t, alice, "stop sending", chromedp.Evaluate[chromedp.Void](`(async () => {
+			window.__saved = umplugApp.call.media.pc.getSenders().map((s) => [s, s.track])
+			for (const [s] of window.__saved) await s.replaceTrack(null)
+		})()`, chromedp.EvalAwaitPromise))
+		within(t, bob, 20*time.Second, "unstable shown", func(ctx context.Context) error {
+			return waitJS(ctx, "unstable banner", `!document.querySelector('#call-unstable').hidden && document.querySelector('#quality').dataset.score === 'poor'`)
+		})
+		screenshot(t, bob.ctx, dir, "phone-unstable")
+		do(t, alice, "send again", chromedp.Evaluate[chromedp.Void](`(async () => {
+			for (const [s, track] of window.__saved) await s.replaceTrack(track)
+		})()`, chromedp.EvalAwaitPromise))
+		within(t, bob, 20*time.Second, "unstable cleared", func(ctx context.Context) error {
+			return waitJS(ctx, "no unstable banner", `document.querySelector('#call-unstable').hidden && document.querySelector('#remote-placeholder').hidden`)
+		})
 	})
 
 	t.Run("hangup", func(t *testing.T) {

@@ -233,6 +233,8 @@ func TestAppScreens(t *testing.T) {
 			}
 			if sz.name == "phone" {
 				step("emulate phone", chromedp.EmulateViewport(int64(sz.w), int64(sz.h), chromedp.EmulateMobile))
+			} else {
+				step("emulate desktop", chromedp.EmulateViewport(int64(sz.w), int64(sz.h)))
 			}
 			// ?media=relay: the fake /media speaks the relay mode only.
 			step("open", chromedp.Navigate(f.srv.URL+"/?media=relay"), chromedp.WaitVisible("#auth"))
