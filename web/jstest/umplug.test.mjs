@@ -453,3 +453,25 @@ test('offerMedia reads kinds, mids and whether the offerer receives', () => {
   const m = offerMedia(sdpOffer(['audio', '0', 'recvonly'], ['video', 'v1', 'sendonly'], ['video', '2', 'sendrecv']))
   assert.deepEqual([...m], [['0', { kind: 'audio', recv: true }], ['v1', { kind: 'video', recv: false }], ['2', { kind: 'video', recv: true }]])
 })
+
+test('auto mode falls back to the relay when the server refuses WebRTC (1003), with the same ticket', async () => {
+  const { c } = await connect()
+  const p = c.startMedia({ peer: 'bob', ticket: 'T4' }, { RTCPeerConnection: FakePC, MediaStream: FakeStream, monitorInterval: 0 })
+  const ws1 = FakeWS.last
+  await tick()
+  assert.deepEqual(ws1.sent[0], { type: 'media', ticket: 'T4', mode: 'webrtc' })
+  ws1.serverClose(1003, 'media mode not supported')
+  await settle()
+  const ws2 = FakeWS.last
+  assert.notEqual(ws2, ws1)
+  assert.deepEqual(ws2.sent[0], { type: 'media', ticket: 'T4' })
+  ws2.serverSend({ type: 'paired', peer: 'bob' })
+  const h = await p
+  assert.equal(h.mode, 'relay')
+})
+
+test('explicit webrtc mode does not fall back', async () => {
+  const { p, ws } = await startWebRTC()
+  ws.serverClose(1003, 'media mode not supported')
+  await assert.rejects(p, (err) => err.code === 'media-closed' && err.closeCode === 1003)
+})

@@ -1,5 +1,6 @@
 /**
- * umplug.js — the browser client of umplug (user-media-plug), protocol v1.
+ * umplug.js — the browser client of umplug (user-media-plug), protocol v2
+ * (sections 1–7 and the WebRTC media of section 10).
  *
  * An ES module with no dependencies and no build step. The server serves it at
  * `/umplug.js`; import it from there:
@@ -22,7 +23,9 @@
  * reacts to events. When a call is accepted, both devices receive a
  * `force-call` event carrying a single-use media ticket; hand it to
  * `startMedia` and the two browsers stream to each other through the
- * server's `/media` relay (MediaRecorder → WebSocket → MediaSource).
+ * server: with WebRTC (one RTCPeerConnection to the server, which forwards
+ * the RTP), or where there is no WebRTC through the `/media` relay
+ * (MediaRecorder → WebSocket → MediaSource).
  *
  * ```js
  * // caller
@@ -70,29 +73,46 @@
  *   client-side `closed` and `timeout`), `.reason` (human-readable text),
  *   `.missing` (for `not-found`: the unknown peer names), `.for` (request type).
  * - Events (each a `CustomEvent` whose `detail` is the server's message):
- *   `status`, `call`, `accept`, `reject`, `cancel`, `unpair`, `force-call`;
- *   `message` for every server event; `close` (`detail: {code, reason}`) when
- *   the /meta connection ends; `media-end` (`detail: {peer, code, reason}`).
- * - `startMedia(forceCall, {localStream, remoteVideo, timeslice = 100,
- *   mimeType, videoBitsPerSecond = 1e6, audioBitsPerSecond = 64e3,
- *   keyFrameInterval = 1000 (ms), maxLag = 1})` →
- *   `Promise<MediaHandle>`, resolved when the server says `paired`; rejected
- *   with an `UmplugError` (`code: 'media-closed'`) if the media connection
- *   closes first (for example a bad or expired ticket: close 1008).
- *   `localStream` may be null (receive only); `remoteVideo` may be null (send
- *   only). The handle has `stop()`, `ended` (a promise of `{code, reason}`;
- *   `1000 'unpaired'` means the call ended normally), `peer`, `startedAt`
- *   (Date.now() when local recording started) and `stats()` →
- *   `{bytesSent, bytesReceived, chunksSent, chunksReceived, appends, seeks,
- *   gapJumps, lag}` where `lag`
- *   is seconds of remote media buffered ahead of what is shown.
+ *   `status`, `call`, `accept`, `reject`, `cancel`, `unpair`, `force-call`,
+ *   `reconnecting`, `resumed`, `missed-call`; `message` for every server
+ *   event; `close` (`detail: {code, reason}`) when the /meta connection
+ *   ends; `media-end` (`detail: {peer, code, reason}`); `media-state`
+ *   (WebRTC: `{peer, connectionState, iceConnectionState}`); `media-error`.
+ * - `startMedia(forceCall, {mode = 'auto', localStream, remoteVideo, muted,
+ *   cameraOff, stallMs = 2000, monitorInterval = 1000, rtcConfig, …relay
+ *   options})` → `Promise<WebRTCMediaHandle|MediaHandle>`, resolved when the
+ *   server says `paired`; rejected with an `UmplugError` (`code:
+ *   'media-closed'`) if the media connection closes first (for example a
+ *   bad or expired ticket: close 1008). `mode`: 'webrtc', 'relay', or 'auto'
+ *   (WebRTC when the browser has RTCPeerConnection; the relay when it has
+ *   not, or when the server refuses WebRTC with close 1003). Relay options:
+ *   `timeslice = 100, mimeType, videoBitsPerSecond = 1e6,
+ *   audioBitsPerSecond = 64e3, keyFrameInterval = 1000 (ms), maxLag = 1`.
+ *   `localStream` may be null (receive only); `remoteVideo` may be null
+ *   (send only).
+ * - Both handles: `mode`, `peer`, `startedAt`, `pairedAt`, `stop()`,
+ *   `ended` (a promise of `{code, reason}`; `1000 'unpaired'` means the call
+ *   ended normally), `setMuted(bool)`, `setCamera(bool)`,
+ *   `replaceTrack(kind, track)` (WebRTC only), `quality()` → `{mode, rtt,
+ *   loss, fps, unstable, remoteVideoOff, score}` and `stats()`; they are
+ *   EventTargets (`paired`, `quality` every second; WebRTC also
+ *   `remote-track`, `remote-mute`, `remote-unmute`, `state`, `error`).
+ *   The WebRTC handle also has `pc`, `remoteStream` and `getStats()`.
  *   `stop()` never stops `localStream`'s tracks: the caller owns them.
  * - `close()` ends the connection (the server then ends any call of this
  *   device as `disconnected`).
  *
- * ## Media transport
+ * ## Media transports
  *
- * The sender records `localStream` with MediaRecorder
+ * WebRTC (PROTOCOL.md section 10): the device sends `{type: 'media',
+ * ticket, mode: 'webrtc'}` on /media; the server offers (and offers again
+ * when the peer's tracks arrive), the device answers, ICE candidates
+ * trickle both ways as `{type: 'candidate', candidate}` (null: the end).
+ * The local tracks ride on the transceivers the offer opens for receiving.
+ * Camera off detaches the video sender (the peer's video stops, it does not
+ * turn black); mute disables the audio track (silence is sent).
+ *
+ * The relay (section 6): the sender records `localStream` with MediaRecorder
  * (`video/webm;codecs=vp8,opus`, one chunk every `timeslice` ms) and sends
  * each chunk as one binary frame; recording starts only on `paired` so the
  * receiver's first frame holds the WebM header. The receiver appends frames
@@ -401,8 +421,15 @@ export class UmplugClient extends EventTarget {
     if (!fc || !fc.ticket) return Promise.reject(new UmplugError('bad-request', 'startMedia needs a force-call with a ticket'))
     const url = new URL(fc.media || '/media', this.url).href
     const mode = mediaMode(opts)
-    const handle = mode === 'webrtc' ? new WebRTCMediaHandle(this, fc.peer, url, opts) : new MediaHandle(this, fc.peer, url, opts)
-    return handle._start(fc.ticket)
+    if (mode === 'relay') return new MediaHandle(this, fc.peer, url, opts)._start(fc.ticket)
+    const started = new WebRTCMediaHandle(this, fc.peer, url, opts)._start(fc.ticket)
+    if (opts.mode === 'webrtc') return started
+    // Auto: a server without WebRTC refuses the mode with close 1003 and
+    // keeps the ticket valid; the relay takes over with the same ticket.
+    return started.catch((err) => {
+      if (err instanceof UmplugError && err.closeCode === 1003) return new MediaHandle(this, fc.peer, url, opts)._start(fc.ticket)
+      throw err
+    })
   }
 }
 
