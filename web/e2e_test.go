@@ -159,6 +159,17 @@ func TestE2E(t *testing.T) {
 			st := eval[string](t, u, `JSON.stringify(umplugApp.call.media.stats())`)
 			t.Logf("%s media stats: %s", u.name, st)
 		}
+		// Camera off in the relay mode records black frames; the other
+		// side shows the placeholder for them, not a black box.
+		do(t, alice, "camera off", chromedp.Click("#btn-camera"))
+		within(t, bob, 20*time.Second, "placeholder", func(ctx context.Context) error {
+			return waitJS(ctx, "camera off placeholder", `!document.querySelector('#remote-placeholder').hidden && document.querySelector('#remote-why').textContent === 'camera off'`)
+		})
+		screenshot(t, bob.ctx, dir, "bob-sees-camera-off")
+		do(t, alice, "camera on", chromedp.Click("#btn-camera"))
+		within(t, bob, 20*time.Second, "video back", func(ctx context.Context) error {
+			return waitJS(ctx, "placeholder hidden", `document.querySelector('#remote-placeholder').hidden`)
+		})
 		screenshot(t, alice.ctx, dir, "alice-in-call")
 		screenshot(t, bob.ctx, dir, "bob-in-call")
 

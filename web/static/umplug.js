@@ -885,7 +885,9 @@ export class WebRTCMediaHandle extends EventTarget {
     const remoteVideo = this.remoteStream && this.remoteStream.getVideoTracks ? this.remoteStream.getVideoTracks()[0] : null
     const audioFlows = now - last.audio < stallMs
     const videoStalled = now - last.frames >= stallMs
-    q.remoteVideoOff = !!(remoteVideo && remoteVideo.muted) || (videoStalled && audioFlows && cur.framesDecoded !== null)
+    // No frames for a while (or never: a peer without a camera) while their
+    // audio flows: their camera is off, the connection is fine.
+    q.remoteVideoOff = !!(remoteVideo && remoteVideo.muted) || (this._paired && videoStalled && audioFlows)
     q.unstable = ice === 'disconnected' || ice === 'failed' || (this._paired && now - last.any >= stallMs) ||
       (this._paired && videoStalled && !audioFlows && cur.framesDecoded !== null)
     // With the peer's camera off there is no frame rate to judge.
