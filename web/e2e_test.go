@@ -178,6 +178,8 @@ func TestE2E(t *testing.T) {
 		state(t, bob, "idle")
 		noticeHas(t, bob, "alice” hung up")
 		noticeHas(t, alice, "You hung up")
+		cspClean(t, alice.ctx, "alice")
+		cspClean(t, bob.ctx, "bob")
 	})
 
 	t.Run("reject", func(t *testing.T) {

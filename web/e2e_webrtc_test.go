@@ -189,6 +189,7 @@ func TestE2EWebRTC(t *testing.T) {
 		noticeHas(t, alice, "bob” hung up")
 		noticeHas(t, bob, "You hung up")
 		for _, u := range []user{alice, bob} {
+			cspClean(t, u.ctx, u.name)
 			wait(t, u, "media released", `!umplugApp.call && !document.querySelector('#remote-video').srcObject && !document.querySelector('#local-video').srcObject`)
 		}
 	})

@@ -359,6 +359,7 @@ func TestAppScreens(t *testing.T) {
 			if got := text(b, "#notice-text"); !strings.Contains(got, "hung up") {
 				t.Errorf("hangup notice %q", got)
 			}
+			cspClean(t, b, sz.name)
 		})
 	}
 }
