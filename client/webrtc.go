@@ -382,9 +382,7 @@ func (w *WebRTC) Close() error {
 		w.mu.Lock()
 		w.closing = true
 		w.mu.Unlock()
-		w.wmu.Lock()
-		closeNormal(w.conn)
-		w.wmu.Unlock()
+		closeNormal(w.conn) // safe next to a blocked send: a control frame
 	})
 	<-w.done
 	return nil

@@ -44,7 +44,7 @@ import (
 )
 
 // Scenarios lists the scenario names Run accepts.
-var Scenarios = []string{"calls", "idle", "presence", "login-flood", "media"}
+var Scenarios = []string{"calls", "idle", "presence", "login-flood", "media", "webrtc"}
 
 // Config configures a run. Zero values mean the stated defaults.
 type Config struct {
@@ -219,6 +219,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return wrap(g.runFlood(ctx))
 	case "media":
 		return wrap(g.runMedia(ctx))
+	case "webrtc":
+		return wrap(g.runWebRTC(ctx)) // webrtc.go
 	}
 	return nil, fmt.Errorf("%w: %q (want one of %s)", ErrUnknownScenario, g.cfg.Scenario, strings.Join(Scenarios, ", "))
 }

@@ -117,7 +117,11 @@ func newRTCEngine(cfg WebRTCConfig, log *slog.Logger, reg prometheus.Registerer)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIPFilter(ipOK)
 	se.SetInterfaceFilter(ifOK)
-	// The server never dials out: no active ICE-TCP candidates.
+	// The server never initiates traffic: ICE-lite (it answers the device's
+	// connectivity checks but sends none of its own, so a device cannot
+	// make it send packets to addresses named in its candidates), and no
+	// active ICE-TCP candidates.
+	se.SetLite(true)
 	se.DisableActiveTCP(true)
 	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
 	if cfg.TCPPort >= 0 {
@@ -133,8 +137,11 @@ func newRTCEngine(cfg WebRTCConfig, log *slog.Logger, reg prometheus.Registerer)
 		e.tcpLn = ln
 		// A bounded write buffer: a TCP receiver that does not drain
 		// drops packets instead of blocking the forwarder.
+		// Connections that do not present a known ICE username soon are
+		// dropped (anyone can open one).
 		e.tcp = ice.NewTCPMuxDefault(ice.TCPMuxParams{Listener: ln, Logger: lf.NewLogger("ice-tcp"),
-			ReadBufferSize: 64, WriteBufferSize: 1 << 20})
+			ReadBufferSize: 64, WriteBufferSize: 1 << 20,
+			FirstStunBindTimeout: 5 * time.Second, AliveDurationForConnFromStun: 10 * time.Second})
 		se.SetICETCPMux(e.tcp)
 		networks = append(networks, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
 	}
@@ -513,6 +520,15 @@ func (p *rtcPeer) onState(st webrtc.PeerConnectionState) {
 	case webrtc.PeerConnectionStateFailed:
 		p.log.Info("media: peer connection failed")
 		p.s.fail(p.sd.call, p.sd.user)
+	case webrtc.PeerConnectionStateClosed:
+		// Closed by the device (DTLS close_notify), not by us: it left.
+		p.lifeMu.Lock()
+		ours := p.closed
+		p.lifeMu.Unlock()
+		if !ours {
+			p.log.Info("media: peer connection closed by the device")
+			p.s.fail(p.sd.call, p.sd.user)
+		}
 	}
 }
 

@@ -573,3 +573,160 @@ func TestWebRTCNeverConnects(t *testing.T) {
 	default:
 	}
 }
+
+// TestWebRTCOverTCP: a device whose network allows only TCP reaches the
+// server's ICE-TCP port, and media flows both ways.
+func TestWebRTCOverTCP(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	a, b, fca, fcb := rtcCall(ctx, t, s)
+	ca, cb := newCollector(), newCollector()
+	tcpOnly := func(o *client.WebRTCOptions) *client.WebRTCOptions {
+		o.Configure = func(se *webrtc.SettingEngine) {
+			se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeTCP4})
+		}
+		return o
+	}
+	aVideo, bVideo := newTrack(t, client.CodecVP8, "video"), newTrack(t, client.CodecVP8, "video")
+	wa, err := a.WebRTC(ctx, fca, tcpOnly(ca.opts(aVideo)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wa.Close()
+	wb, err := b.WebRTC(ctx, fcb, tcpOnly(cb.opts(bVideo)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wb.Close()
+	waitPaired(ctx, t, wa, wb)
+	sendLoop(t, aVideo, "alice-video", 96)
+	sendLoop(t, bVideo, "bob-video", 96)
+	cb.waitPackets(ctx, t, "alice-video", 20)
+	ca.waitPackets(ctx, t, "bob-video", 20)
+	pair, err := wa.PeerConnection().SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		t.Fatalf("selected pair: %v, %v", pair, err)
+	}
+	if pair.Local.Protocol != webrtc.ICEProtocolTCP {
+		t.Fatalf("selected pair %s is not TCP", pair)
+	}
+}
+
+// TestWebRTCModeMismatch: alice in relay mode, bob in webrtc mode: the
+// call ends as disconnected (bob came second and is blamed).
+func TestWebRTCModeMismatch(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	a, b, fca, fcb := rtcCall(ctx, t, s)
+	ma, err := a.Media(ctx, fca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ma.Close()
+	wb, err := b.WebRTC(ctx, fcb, newCollector().opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wb.Close()
+	ev := nextEvent(ctx, t, a, protocol.TypeUnpair)
+	if ev.Reason != protocol.ReasonDisconnected || ev.User != "bob" {
+		t.Fatalf("unpair %+v, want bob disconnected", ev)
+	}
+	if err := waitDone(ctx, t, wb); !errors.Is(err, client.ErrUnpaired) {
+		t.Fatalf("bob's media ended with %v", err)
+	}
+}
+
+// TestWebRTCDisabled: a server without the WebRTC mode closes a webrtc
+// hello with 1003 and keeps the ticket, which then works in relay mode.
+func TestWebRTCDisabled(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, &servertest.Options{Configure: func(c *server.Config) { c.Media.WebRTC = nil }})
+	a, b, fca, fcb := rtcCall(ctx, t, s)
+	wa, err := a.WebRTC(ctx, fca, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ce *websocket.CloseError
+	if err := waitDone(ctx, t, wa); !errors.As(err, &ce) || ce.Code != protocol.CloseUnsupported {
+		t.Fatalf("webrtc on a relay-only server ended with %v, want close 1003", err)
+	}
+	ma, err := a.Media(ctx, fca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ma.Close()
+	mb, err := b.Media(ctx, fcb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	for _, m := range []*client.Media{ma, mb} {
+		select {
+		case <-m.Paired():
+		case <-m.Done():
+			t.Fatalf("relay after a refused webrtc hello: %v", m.Err())
+		case <-ctx.Done():
+			t.Fatal("not paired")
+		}
+	}
+}
+
+// TestWebRTCShutdown: a server shutdown ends a WebRTC call like an unpair.
+func TestWebRTCShutdown(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	p := startRTCPair(ctx, t, s)
+	p.cb.waitPackets(ctx, t, "alice-video", 10)
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	if err := s.Server.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []*client.WebRTC{p.wa, p.wb} {
+		if err := waitDone(ctx, t, w); !errors.Is(err, client.ErrUnpaired) {
+			t.Fatalf("media ended with %v, want ErrUnpaired", err)
+		}
+	}
+}
+
+// TestWebRTCPeerConnectionClosed: a device that closes its peer connection
+// (DTLS close) but keeps /media open has left: the call ends as
+// disconnected.
+func TestWebRTCPeerConnectionClosed(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	p := startRTCPair(ctx, t, s)
+	p.cb.waitPackets(ctx, t, "alice-video", 10)
+	p.stopA()
+	if err := p.wa.PeerConnection().Close(); err != nil {
+		t.Fatal(err)
+	}
+	ev := nextEvent(ctx, t, p.b, protocol.TypeUnpair)
+	if ev.Reason != protocol.ReasonDisconnected || ev.User != "alice" {
+		t.Fatalf("unpair %+v, want alice disconnected", ev)
+	}
+	if err := waitDone(ctx, t, p.wb); !errors.Is(err, client.ErrUnpaired) {
+		t.Fatalf("bob's media ended with %v", err)
+	}
+}
