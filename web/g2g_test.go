@@ -124,6 +124,9 @@ func percentile(sorted []float64, p float64) float64 {
 //
 //	go test -race -count=1 -run TestGlassToGlass -v ./web/
 func TestGlassToGlass(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a report that takes half a minute: skipped with -short")
+	}
 	needChromium(t)
 	if !netns.Isolate(t) {
 		return

@@ -257,6 +257,13 @@ func TestAppScreens(t *testing.T) {
 			step("add unknown", chromedp.SendKeys("#peer-add", "nobody"), chromedp.Click("#btn-peer-add"))
 			wait("not-found message", `document.querySelector('#error-text').textContent.includes('No such user: nobody')`)
 
+			// Notifications are asked for only on a click, and the offer
+			// goes once the browser has answered.
+			if eval1[string](t, b, `Notification.permission`) == "default" {
+				wait("notification offer", `!document.querySelector('#notify-offer').hidden`)
+				step("ask for notifications", chromedp.Click("#btn-notify-home"))
+				wait("asked", `Notification.permission !== 'default' ? document.querySelector('#notify-offer').hidden : true`)
+			}
 			f.push(map[string]any{"type": "status", "user": "bob", "status": "away"})
 			wait("live status", `document.querySelector('[data-peer="bob"] .peer-status').textContent === 'away'`)
 			screenshot(t, b, dir, sz.name+"-3-peers")

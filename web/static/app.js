@@ -948,8 +948,9 @@ async function onDeviceChosen (kind, key, value) {
 }
 
 function renderNotifyButton () {
-  const b = $('#btn-notify')
-  b.hidden = !('Notification' in window) || Notification.permission !== 'default'
+  const ask = 'Notification' in window && Notification.permission === 'default'
+  $('#btn-notify').hidden = !ask
+  $('#notify-offer').hidden = !ask
 }
 
 /** askNotify asks for notification permission: only ever on a click. */
@@ -957,9 +958,11 @@ async function askNotify () {
   if (!('Notification' in window)) return
   try { await Notification.requestPermission() } catch { /* old callback form: ignore */ }
   renderNotifyButton()
-  $('#settings-hint').textContent = Notification.permission === 'granted'
+  const msg = Notification.permission === 'granted'
     ? 'You will get a notification for incoming calls while this tab is in the background.'
     : 'Notifications are blocked; incoming calls still ring while this tab is open.'
+  if (settingsOpen()) $('#settings-hint').textContent = msg
+  else showNotice(msg)
 }
 
 /** notifyIncoming shows a system notification when a call rings in a hidden tab. */
@@ -1079,6 +1082,8 @@ function wire () {
     $('#settings-hint').textContent = app.call && app.call.media ? 'The media connection applies from the next call.' : ''
   })
   $('#btn-notify').addEventListener('click', askNotify)
+  $('#btn-notify-home').addEventListener('click', askNotify)
+  renderNotifyButton()
   for (const type of ['pointerdown', 'keydown']) document.addEventListener(type, () => tones.unlock(), { capture: true })
   if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
     navigator.mediaDevices.addEventListener('devicechange', () => { if (settingsOpen()) listDevices() })
