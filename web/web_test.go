@@ -352,6 +352,28 @@ func TestAppScreens(t *testing.T) {
 				t.Errorf("/media first frame %v, want the ticket and no mode (relay)", f.medias)
 			}
 			f.mu.Unlock()
+			// A fresh force-call during the call (the server reconnecting the
+			// media, PROTOCOL.md §8) replaces the media with the new ticket;
+			// the call goes on.
+			f.push(map[string]any{"type": "force-call", "peer": "bob", "ticket": "tk2", "media": "/media"})
+			wait("media replaced", `umplugApp.call.mediaGen === 2 && !!umplugApp.call.media && document.querySelector('#call-phase').textContent === 'connected' && document.querySelector('#state').textContent === 'in-call'`)
+			within := func(what string, cond func() bool) {
+				t.Helper()
+				tick := time.NewTicker(20 * time.Millisecond)
+				defer tick.Stop()
+				for !cond() {
+					select {
+					case <-ctx.Done():
+						t.Fatalf("%s: %v", what, ctx.Err())
+					case <-tick.C:
+					}
+				}
+			}
+			within("second ticket on /media", func() bool {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				return len(f.medias) >= 2 && f.medias[len(f.medias)-1]["ticket"] == "tk2"
+			})
 			step("mute", chromedp.Click("#btn-mute"))
 			wait("muted", `document.querySelector('#btn-mute').getAttribute('aria-pressed') === 'true' && !umplugApp.call.stream.getAudioTracks()[0].enabled && !document.querySelector('#local-muted').hidden`)
 			step("camera off", chromedp.Click("#btn-camera"))

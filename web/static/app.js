@@ -498,12 +498,21 @@ async function onForceCall (ev) {
   const call = app.call
   if (!call || fc.peer !== call.peer) return
   enterCall(call) // glare, or force-call before accept's res
+  if (call.media) {
+    // A fresh force-call for a call whose media runs (the server
+    // reconnects it, PROTOCOL.md §8): the new ticket replaces the old media.
+    const old = call.media
+    call.media = null
+    old.stop()
+  }
   setPhase('waiting for the other side…')
   const remote = $('#remote-video')
   remote.muted = false
   call.mode = mediaSetting()
+  const gen = call.mediaGen = (call.mediaGen || 0) + 1 // a later force-call supersedes this one
+  let media
   try {
-    call.media = await app.client.startMedia(fc, {
+    media = await app.client.startMedia(fc, {
       mode: call.mode,
       localStream: call.stream,
       remoteVideo: remote,
@@ -511,14 +520,17 @@ async function onForceCall (ev) {
       cameraOff: call.cameraOff
     })
   } catch (err) {
-    if (app.call === call) {
+    if (app.call === call && call.mediaGen === gen) {
       endCall(null)
       showError(humanError(err, { peer: call.peer }))
       app.client && app.client.unpair(call.peer).catch(() => {})
     }
     return
   }
-  if (app.call !== call) { call.media.stop(); return }
+  if (app.call !== call || call.mediaGen !== gen) { media.stop(); return }
+  call.media = media
+  media.setMuted(call.muted) // toggled while the media was connecting
+  if (media.cameraOff !== call.cameraOff) media.setCamera(!call.cameraOff).catch(() => {})
   setPhase(call.stream ? 'connected' : 'connected (receive only)')
   call.connectedAt = Date.now()
   call.media.addEventListener('quality', (e) => { if (app.call === call) { call.quality = e.detail; renderStage() } })
@@ -526,8 +538,8 @@ async function onForceCall (ev) {
   call.media.addEventListener('remote-unmute', (e) => { if (app.call === call && e.detail.kind === 'video') { call.remoteTrackMuted = false; renderStage() } })
   startCallTimer(call)
   renderStage()
-  call.media.ended.then((end) => {
-    if (app.call !== call) return
+  media.ended.then((end) => {
+    if (app.call !== call || call.media !== media) return // ended, or replaced
     // 1000 "unpaired" comes with an unpair event that explains why; anything
     // else means the media path broke.
     if (end.code === 1000) {
