@@ -26,8 +26,10 @@
 //     holds them in the sender's buffers; they are relayed once paired. A
 //     consequence is that a side that leaves while waiting is noticed only
 //     when it is paired (or when MediaWait or Unpair ends the call).
-//   - Text frames after the hello are read and ignored (kept for the WebRTC
-//     signalling of a later contract version); they are never relayed.
+//   - Text frames after the hello are read and ignored in relay mode; they
+//     are never relayed. A hello with mode "webrtc" runs the WebRTC mode
+//     instead (contract section 10, webrtc.go), where text frames carry the
+//     SDP and ICE signalling.
 //   - A binary message larger than MaxFrameBytes closes that connection with
 //     1009 and ends the call as disconnected, blaming its sender. A hello
 //     larger than 4 KiB is closed with 1009 too (gorilla's read limit).

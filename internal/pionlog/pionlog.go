@@ -2,9 +2,9 @@
 // *slog.Logger, so that the server and the Go client keep one logging path
 // and tests see pion's diagnostics in their own test log.
 //
-// pion is chatty at Info and Warn about ordinary events (a closed socket
-// during teardown, a candidate that could not be paired), so levels are
-// shifted down by one: pion Error is slog Warn, Warn is Info, Info is
+// pion is chatty about ordinary events, even at Error (every packet still
+// queued when a call's sockets close is a "Failed to write packet" error),
+// so levels are shifted down: pion Error is slog Info, Warn and Info are
 // Debug, and Debug/Trace are dropped.
 package pionlog
 

@@ -730,3 +730,92 @@ func TestWebRTCPeerConnectionClosed(t *testing.T) {
 		t.Fatalf("bob's media ended with %v", err)
 	}
 }
+
+// TestWebRTCNackRetransmits: a NACK from the receiver is answered by the
+// server's NACK responder with the packet again, intact.
+func TestWebRTCNackRetransmits(t *testing.T) {
+	if !netns.Isolate(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtcTimeout)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	a, b, fca, fcb := rtcCall(ctx, t, s)
+	var mu sync.Mutex
+	seen := map[uint16]int{}
+	var track *webrtc.TrackRemote
+	poke := make(chan struct{}, 1)
+	wb, err := b.WebRTC(ctx, fcb, &client.WebRTCOptions{ICEIPs: loopbackOnly,
+		// bob asks again for a packet he has: SRTP would drop the copy as a
+		// replay, which a real loss would not be.
+		Configure: func(se *webrtc.SettingEngine) { se.DisableSRTPReplayProtection(true) },
+		OnTrack: func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+			mu.Lock()
+			track = tr
+			mu.Unlock()
+			for {
+				p, _, err := tr.ReadRTP()
+				if err != nil {
+					return
+				}
+				if _, ok := checkPayload(p.Payload); !ok {
+					t.Errorf("corrupted packet %d", p.SequenceNumber)
+				}
+				mu.Lock()
+				seen[p.SequenceNumber]++
+				mu.Unlock()
+				select {
+				case poke <- struct{}{}:
+				default:
+				}
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wb.Close()
+	aVideo := newTrack(t, client.CodecVP8, "video")
+	wa, err := a.WebRTC(ctx, fca, newCollector().opts(aVideo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wa.Close()
+	waitPaired(ctx, t, wa, wb)
+	sendLoop(t, aVideo, "alice-video", 96)
+	var target uint16
+	for found := false; !found; {
+		select {
+		case <-poke:
+		case <-ctx.Done():
+			t.Fatal("no video")
+		}
+		mu.Lock()
+		if len(seen) >= 20 {
+			for sq := range seen {
+				target, found = sq, true
+				break
+			}
+		}
+		mu.Unlock()
+	}
+	// Ask until the copy shows (RTCP is UDP), for the packet already had.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		mu.Lock()
+		n, tr := seen[target], track
+		mu.Unlock()
+		if n >= 2 {
+			return
+		}
+		nack := &rtcp.TransportLayerNack{MediaSSRC: uint32(tr.SSRC()), Nacks: rtcp.NackPairsFromSequenceNumbers([]uint16{target})}
+		if err := wb.PeerConnection().WriteRTCP([]rtcp.Packet{nack}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("packet %d not retransmitted", target)
+		}
+	}
+}
