@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -53,6 +55,11 @@ func newBrowser(t *testing.T, parent context.Context, width, height int) context
 		chromedp.Flag("use-fake-ui-for-media-stream", true),
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
 		chromedp.Flag("password-store", "basic"),
+		// WebRTC in tests: host candidates with plain IPs (no mDNS names,
+		// which would also multicast), and loopback allowed, since the
+		// WebRTC tests run in a namespace that has nothing else.
+		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(parent, opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
@@ -63,7 +70,32 @@ func newBrowser(t *testing.T, parent context.Context, width, height int) context
 	if err := chromedp.Do(ctx); err != nil { // start the browser now, so that failures point here
 		t.Fatalf("start chromium: %v", err)
 	}
+	// Record Content-Security-Policy violations in every page from its
+	// first script on (see cspClean).
+	if _, err := chromedp.Run(ctx, func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: watchCSP})
+		return chromedp.Void{}, err
+	}); err != nil {
+		t.Fatalf("watch CSP: %v", err)
+	}
 	return ctx
+}
+
+// watchCSP collects the page's CSP violations in window.__csp.
+const watchCSP = `window.__csp = []; document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI))`
+
+// cspClean fails the test if the page broke its Content-Security-Policy
+// (the app must work with default-src 'self' and no inline script).
+func cspClean(t *testing.T, ctx context.Context, who string) {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.__csp || []`))
+	if err != nil {
+		t.Errorf("%s: read CSP violations: %v", who, err)
+		return
+	}
+	if len(v) > 0 {
+		t.Errorf("%s: Content-Security-Policy violations: %q", who, v)
+	}
 }
 
 // artifactsDir is where screenshots go: $UMPLUG_ARTIFACTS, else a temp dir.

@@ -52,7 +52,7 @@ func eval[T any](t *testing.T, u user, expr string) T {
 	var v T
 	within(t, u, 10*time.Second, expr, func(ctx context.Context) error {
 		var err error
-		v, err = chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+		v, err = chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
 		return err
 	})
 	return v
@@ -96,14 +96,15 @@ func noticeHas(t *testing.T, u user, want string) {
 const remoteTime = `document.querySelector('#remote-video').currentTime`
 
 // TestE2E drives two real browsers (two users) through the whole app on the
-// real server: sign up, become mutual peers, call, accept, see and hear each
-// other, hang up; then reject, cancel and ringing timeout.
+// real server, with the media forced to the relay mode (?media=relay;
+// TestE2EWebRTC covers WebRTC): sign up, become mutual peers, call, accept,
+// see and hear each other, hang up; then reject, cancel and ringing timeout.
 func TestE2E(t *testing.T) {
 	needChromium(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
 	defer cancel()
 	srv := servertest.Start(t, nil)
-	base := localhost(srv.URL)
+	base := localhost(srv.URL) + "/?media=relay"
 	dir := artifactsDir(t)
 
 	alice := user{"alice", newBrowser(t, ctx, 1000, 800)}
@@ -126,6 +127,9 @@ func TestE2E(t *testing.T) {
 		do(t, bob, "accept", chromedp.Click("#btn-accept"))
 		state(t, bob, "in-call")
 		state(t, alice, "in-call")
+		for _, u := range []user{alice, bob} {
+			wait(t, u, "relay media", `!!umplugApp.call && !!umplugApp.call.media && umplugApp.call.media.mode === 'relay'`)
+		}
 
 		// Each side's remote video plays: it has a picture and its clock
 		// advances between two samples.
@@ -155,6 +159,17 @@ func TestE2E(t *testing.T) {
 			st := eval[string](t, u, `JSON.stringify(umplugApp.call.media.stats())`)
 			t.Logf("%s media stats: %s", u.name, st)
 		}
+		// Camera off in the relay mode records black frames; the other
+		// side shows the placeholder for them, not a black box.
+		do(t, alice, "camera off", chromedp.Click("#btn-camera"))
+		within(t, bob, 20*time.Second, "placeholder", func(ctx context.Context) error {
+			return waitJS(ctx, "camera off placeholder", `!document.querySelector('#remote-placeholder').hidden && document.querySelector('#remote-why').textContent === 'camera off'`)
+		})
+		screenshot(t, bob.ctx, dir, "bob-sees-camera-off")
+		do(t, alice, "camera on", chromedp.Click("#btn-camera"))
+		within(t, bob, 20*time.Second, "video back", func(ctx context.Context) error {
+			return waitJS(ctx, "placeholder hidden", `document.querySelector('#remote-placeholder').hidden`)
+		})
 		screenshot(t, alice.ctx, dir, "alice-in-call")
 		screenshot(t, bob.ctx, dir, "bob-in-call")
 
@@ -163,6 +178,8 @@ func TestE2E(t *testing.T) {
 		state(t, bob, "idle")
 		noticeHas(t, bob, "alice” hung up")
 		noticeHas(t, alice, "You hung up")
+		cspClean(t, alice.ctx, "alice")
+		cspClean(t, bob.ctx, "bob")
 	})
 
 	t.Run("reject", func(t *testing.T) {
@@ -186,7 +203,7 @@ func TestE2E(t *testing.T) {
 
 	t.Run("ringing-timeout", func(t *testing.T) {
 		short := servertest.Start(t, &servertest.Options{RingingTimeout: 2 * time.Second})
-		base := localhost(short.URL)
+		base := localhost(short.URL) + "/?media=relay"
 		signUp(t, alice, base)
 		signUp(t, bob, base)
 		addPeer(t, alice, "bob")

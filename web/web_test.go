@@ -82,8 +82,9 @@ func TestHandler(t *testing.T) {
 type fakeMeta struct {
 	srv *httptest.Server
 
-	mu    sync.Mutex // guards conns
-	conns []*websocket.Conn
+	mu     sync.Mutex // guards the following
+	conns  []*websocket.Conn
+	medias []map[string]any // the first frame of each /media connection
 }
 
 func newFakeMeta(t *testing.T) *fakeMeta {
@@ -109,6 +110,28 @@ func newFakeMeta(t *testing.T) *fakeMeta {
 				continue
 			}
 			f.send(c, answer(m))
+		}
+	})
+	// /media: a relay that pairs at once and sends no media, so that the
+	// call view shows its connected state (timer, quality, placeholder).
+	mux.HandleFunc("/media", func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		var m map[string]any
+		if c.ReadJSON(&m) != nil {
+			return
+		}
+		f.mu.Lock()
+		f.medias = append(f.medias, m)
+		f.mu.Unlock()
+		_ = c.WriteJSON(map[string]any{"type": "paired", "peer": "bob"})
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
 		}
 	})
 	f.srv = httptest.NewServer(mux)
@@ -170,6 +193,16 @@ func answer(m map[string]any) map[string]any {
 	return res
 }
 
+// eval1 evaluates a JavaScript expression in the tab.
+func eval1[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("%s: %v", expr, err)
+	}
+	return v
+}
+
 // TestAppScreens drives the web app against the fake server: error messages
 // for failed requests, the peers list, the ringing and incoming screens, at
 // phone and desktop sizes, saving screenshots of each.
@@ -200,8 +233,11 @@ func TestAppScreens(t *testing.T) {
 			}
 			if sz.name == "phone" {
 				step("emulate phone", chromedp.EmulateViewport(int64(sz.w), int64(sz.h), chromedp.EmulateMobile))
+			} else {
+				step("emulate desktop", chromedp.EmulateViewport(int64(sz.w), int64(sz.h)))
 			}
-			step("open", chromedp.Navigate(f.srv.URL), chromedp.WaitVisible("#auth"))
+			// ?media=relay: the fake /media speaks the relay mode only.
+			step("open", chromedp.Navigate(f.srv.URL+"/?media=relay"), chromedp.WaitVisible("#auth"))
 			screenshot(t, b, dir, sz.name+"-1-login")
 
 			step("bad login", chromedp.SendKeys("#reg-user", "alice"), chromedp.SendKeys("#reg-pass", "wrongpass"), chromedp.Click("#btn-login"))
@@ -221,6 +257,13 @@ func TestAppScreens(t *testing.T) {
 			step("add unknown", chromedp.SendKeys("#peer-add", "nobody"), chromedp.Click("#btn-peer-add"))
 			wait("not-found message", `document.querySelector('#error-text').textContent.includes('No such user: nobody')`)
 
+			// Notifications are asked for only on a click, and the offer
+			// goes once the browser has answered.
+			if eval1[string](t, b, `Notification.permission`) == "default" {
+				wait("notification offer", `!document.querySelector('#notify-offer').hidden`)
+				step("ask for notifications", chromedp.Click("#btn-notify-home"))
+				wait("asked", `Notification.permission !== 'default' ? document.querySelector('#notify-offer').hidden : true`)
+			}
 			f.push(map[string]any{"type": "status", "user": "bob", "status": "away"})
 			wait("live status", `document.querySelector('[data-peer="bob"] .peer-status').textContent === 'away'`)
 			screenshot(t, b, dir, sz.name+"-3-peers")
@@ -232,6 +275,7 @@ func TestAppScreens(t *testing.T) {
 			if err := waitState(b, "ringing"); err != nil {
 				t.Fatal(err)
 			}
+			wait("ringback plays", `umplugApp.tone === 'ringback'`)
 			screenshot(t, b, dir, sz.name+"-4-ringing")
 			f.push(map[string]any{"type": "reject", "user": "bob", "peer": "alice", "tx": 1, "reason": "timeout"})
 			if err := waitState(b, "idle"); err != nil {
@@ -245,6 +289,7 @@ func TestAppScreens(t *testing.T) {
 			if err := waitState(b, "incoming"); err != nil {
 				t.Fatal(err)
 			}
+			wait("ringtone plays", `umplugApp.tone === 'ring' && umplugApp.tones.ctx && umplugApp.tones.ctx.state === 'running'`)
 			screenshot(t, b, dir, sz.name+"-5-incoming")
 			f.push(map[string]any{"type": "cancel", "user": "bob", "peer": "alice", "tx": 7, "reason": "cancelled"})
 			if err := waitState(b, "idle"); err != nil {
@@ -253,6 +298,37 @@ func TestAppScreens(t *testing.T) {
 			if got := text(b, "#notice-text"); !strings.Contains(got, "cancelled") {
 				t.Errorf("cancel notice %q", got)
 			}
+			wait("ringtone stops", `umplugApp.tone === null`)
+
+			// A call that rings while the tab is hidden shows a notification
+			// (the page's Notification and visibility are stubbed: headless
+			// Chromium has no notification centre).
+			step("hide the tab", chromedp.Evaluate[chromedp.Void](`(() => {
+				window.__notes = []
+				window.Notification = class { static permission = 'granted'; constructor (title, opts) { this.title = title; window.__notes.push({ title, opts, closed: false }); this.i = window.__notes.length - 1 } close () { window.__notes[this.i].closed = true } addEventListener () {} }
+				Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' })
+			})()`))
+			f.push(map[string]any{"type": "call", "user": "bob", "peer": "alice", "tx": 9})
+			if err := waitState(b, "incoming"); err != nil {
+				t.Fatal(err)
+			}
+			wait("notification", `window.__notes.length === 1 && window.__notes[0].title === 'bob is calling' && !window.__notes[0].closed`)
+			f.push(map[string]any{"type": "cancel", "user": "bob", "peer": "alice", "tx": 9, "reason": "cancelled"})
+			wait("notification closed", `window.__notes[0].closed && document.querySelector('#state').textContent === 'idle'`)
+			step("show the tab", chromedp.Evaluate[chromedp.Void](`delete document.visibilityState`))
+
+			// Settings before a call: the devices and a live preview.
+			step("open settings", chromedp.Click("#btn-settings"))
+			wait("preview", `document.querySelector('#settings-preview').videoWidth > 0`)
+			wait("devices listed", `document.querySelector('#set-camera').options.length >= 2 && document.querySelector('#set-mic').options.length >= 2`)
+			if got := eval1[string](t, b, `document.querySelector('#set-mode').value`); got != "relay" {
+				t.Errorf("media mode shown as %q, want relay (from ?media=relay)", got)
+			}
+			screenshot(t, b, dir, sz.name+"-5b-settings")
+			step("choose the second camera entry", chromedp.Evaluate[chromedp.Void](`(() => { const s = document.querySelector('#set-camera'); s.value = s.options[1].value; s.dispatchEvent(new Event('change')) })()`))
+			wait("camera choice saved", `localStorage.getItem('umplug.camera') === document.querySelector('#set-camera').options[1].value`)
+			step("close settings", chromedp.Click("#btn-settings-close"))
+			wait("preview stopped", `document.querySelector('#settings').hidden && !document.querySelector('#settings-preview').srcObject`)
 
 			// The in-call screen with the local preview (the fake server
 			// sends no media: the remote video stays black).
@@ -265,7 +341,46 @@ func TestAppScreens(t *testing.T) {
 				t.Fatal(err)
 			}
 			wait("local preview", `document.querySelector('#local-video').videoWidth > 0`)
+			wait("placeholder before media", `!document.querySelector('#remote-placeholder').hidden && document.querySelector('#remote-name').textContent === 'bob'`)
+			// The server pairs the media: relay mode (asked for in the URL),
+			// the timer runs, the quality badge shows.
+			f.push(map[string]any{"type": "force-call", "peer": "bob", "ticket": "tk", "media": "/media"})
+			wait("connected", `document.querySelector('#call-phase').textContent === 'connected' && umplugApp.call.media && umplugApp.call.media.mode === 'relay'`)
+			wait("timer", `!document.querySelector('#call-timer').hidden && /^0:0\d$/.test(document.querySelector('#call-timer').textContent)`)
+			f.mu.Lock()
+			if len(f.medias) == 0 || f.medias[len(f.medias)-1]["ticket"] != "tk" || f.medias[len(f.medias)-1]["mode"] != nil {
+				t.Errorf("/media first frame %v, want the ticket and no mode (relay)", f.medias)
+			}
+			f.mu.Unlock()
+			// A fresh force-call during the call (the server reconnecting the
+			// media, PROTOCOL.md §8) replaces the media with the new ticket;
+			// the call goes on.
+			f.push(map[string]any{"type": "force-call", "peer": "bob", "ticket": "tk2", "media": "/media"})
+			wait("media replaced", `umplugApp.call.mediaGen === 2 && !!umplugApp.call.media && document.querySelector('#call-phase').textContent === 'connected' && document.querySelector('#state').textContent === 'in-call'`)
+			within := func(what string, cond func() bool) {
+				t.Helper()
+				tick := time.NewTicker(20 * time.Millisecond)
+				defer tick.Stop()
+				for !cond() {
+					select {
+					case <-ctx.Done():
+						t.Fatalf("%s: %v", what, ctx.Err())
+					case <-tick.C:
+					}
+				}
+			}
+			within("second ticket on /media", func() bool {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				return len(f.medias) >= 2 && f.medias[len(f.medias)-1]["ticket"] == "tk2"
+			})
+			step("mute", chromedp.Click("#btn-mute"))
+			wait("muted", `document.querySelector('#btn-mute').getAttribute('aria-pressed') === 'true' && !umplugApp.call.stream.getAudioTracks()[0].enabled && !document.querySelector('#local-muted').hidden`)
+			step("camera off", chromedp.Click("#btn-camera"))
+			wait("camera off", `document.querySelector('#btn-camera').getAttribute('aria-pressed') === 'true' && !document.querySelector('#local-off').hidden && !umplugApp.call.stream.getVideoTracks()[0].enabled`)
 			screenshot(t, b, dir, sz.name+"-6-in-call")
+			step("camera on, unmute", chromedp.Click("#btn-camera"), chromedp.Click("#btn-mute"))
+			wait("camera on, unmuted", `document.querySelector('#local-off').hidden && umplugApp.call.stream.getVideoTracks()[0].enabled && umplugApp.call.stream.getAudioTracks()[0].enabled`)
 			f.push(map[string]any{"type": "unpair", "user": "bob", "peer": "alice", "reason": "hangup"})
 			if err := waitState(b, "idle"); err != nil {
 				t.Fatal(err)
@@ -273,6 +388,7 @@ func TestAppScreens(t *testing.T) {
 			if got := text(b, "#notice-text"); !strings.Contains(got, "hung up") {
 				t.Errorf("hangup notice %q", got)
 			}
+			cspClean(t, b, sz.name)
 		})
 	}
 }

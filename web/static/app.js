@@ -4,6 +4,12 @@
 //
 // Screen states (shown in #state, also as data-state): logged-out, idle,
 // ringing (we call), incoming (we are called), in-call.
+//
+// The call view: mute, camera off/on (the other side sees a placeholder with
+// our name), a call timer, device selection (the settings panel, also before
+// a call, with a live preview), a quality indicator from getStats, a visible
+// "connection unstable" state, a ringtone and ringback made with Web Audio,
+// and a notification for a call that rings while the tab is hidden.
 
 import { UmplugClient, UmplugError } from '/umplug.js'
 
@@ -15,9 +21,11 @@ const app = {
   state: 'logged-out',
   creds: null, // {user, password} kept in memory only, for Reconnect
   peers: new Map(), // name -> {user, mutual, online, status}
-  call: null, // {peer, tx, role: 'caller'|'callee', stream, media, ended}
+  call: null, // {peer, tx, role, stream, media, muted, cameraOff, acceptedAt, connectedAt, firstFrameAt, quality, …}
   refreshTimer: null,
-  mediaErrors: [] // SourceBuffer/decoder problems, for diagnosis
+  mediaErrors: [], // SourceBuffer/decoder problems, for diagnosis
+  tone: null, // 'ring' | 'ringback' | null: what the speaker plays now
+  notification: null // the incoming-call Notification while it shows
 }
 // A handle for tests and the curious: window.umplugApp.client, .state, .call.
 window.umplugApp = app
@@ -107,6 +115,12 @@ function setState (s) {
   $('#btn-logout').hidden = s === 'logged-out'
   $('#me').hidden = s === 'logged-out'
   document.title = s === 'incoming' && app.call ? `${app.call.peer} is calling – umplug` : 'umplug'
+  // What the speaker plays follows the screen: a ringtone while a call
+  // rings here, the ringback while we ring someone, silence otherwise.
+  if (s === 'incoming') tones.play('ring')
+  else if (s === 'ringing') tones.play('ringback')
+  else tones.stop()
+  if (s !== 'incoming') closeCallNotification()
   renderPeers()
 }
 
@@ -124,6 +138,9 @@ async function ensureClient () {
   client.addEventListener('cancel', onCancelled)
   client.addEventListener('unpair', onUnpaired)
   client.addEventListener('force-call', onForceCall)
+  client.addEventListener('reconnecting', (e) => { if (app.call && e.detail.user === app.call.peer) { app.call.peerReconnecting = true; renderStage() } })
+  client.addEventListener('resumed', (e) => { if (app.call && e.detail.user === app.call.peer) { app.call.peerReconnecting = false; renderStage() } })
+  client.addEventListener('media-state', (e) => { if (app.call) { app.call.ice = e.detail.iceConnectionState; renderStage() } })
   client.addEventListener('close', (e) => onClosed(client, e.detail))
   // Autoplay with sound can be refused without a tap; offer one.
   client.addEventListener('media-error', (e) => { app.mediaErrors.push(String(e.detail.error)); console.warn('umplug media error', e.detail.error) })
@@ -350,7 +367,7 @@ async function getMedia () {
     return null
   }
   try {
-    return await navigator.mediaDevices.getUserMedia({ video: true, audio: true })
+    return await navigator.mediaDevices.getUserMedia(constraints())
   } catch (err) {
     showNotice(`No camera/microphone (${err.name}): you will only see and hear the other side.`)
     return null
@@ -365,7 +382,7 @@ async function startCall (peer) {
   if (app.state !== 'idle') return
   clearError()
   clearNotice()
-  app.call = { peer, tx: null, role: 'caller', stream: null, media: null }
+  app.call = newCall(peer, null, 'caller')
   const call = app.call
   $('#outgoing-peer').textContent = peer
   setState('ringing')
@@ -397,15 +414,17 @@ function onIncomingCall (ev) {
   if (app.state !== 'idle') return // the server answers busy; nothing to show
   clearError()
   clearNotice()
-  app.call = { peer, tx, role: 'callee', stream: null, media: null }
+  app.call = newCall(peer, tx, 'callee')
   $('#incoming-peer').textContent = peer
   setState('incoming')
+  notifyIncoming(peer)
 }
 
 async function acceptCall () {
   const call = app.call
   if (!call || app.state !== 'incoming') return
   $('#btn-accept').disabled = true
+  call.acceptedAt = Date.now()
   try {
     call.stream = await getMedia()
     if (app.call !== call) { stopStream(call.stream); return } // cancelled while asking for the camera
@@ -435,6 +454,7 @@ async function rejectCall () {
 function onAccepted (ev) {
   const call = app.call
   if (!call || ev.detail.user !== call.peer) return
+  if (!call.acceptedAt) call.acceptedAt = Date.now()
   if (app.state === 'ringing') enterCall(call)
 }
 
@@ -462,14 +482,15 @@ function onUnpaired (ev) {
 function enterCall (call) {
   if (app.state === 'in-call') return
   $('#call-peer').textContent = call.peer
+  $('#remote-name').textContent = call.peer
+  $('#remote-avatar').textContent = initials(call.peer)
   setPhase('connecting…')
-  const local = $('#local-video')
-  local.muted = true
-  local.srcObject = call.stream
-  local.hidden = !call.stream
-  if (call.stream) local.play().catch(() => {})
+  showLocal()
   $('#btn-play').hidden = true
   setState('in-call')
+  watchRemote(call)
+  renderControls()
+  renderStage()
 }
 
 async function onForceCall (ev) {
@@ -477,23 +498,48 @@ async function onForceCall (ev) {
   const call = app.call
   if (!call || fc.peer !== call.peer) return
   enterCall(call) // glare, or force-call before accept's res
+  if (call.media) {
+    // A fresh force-call for a call whose media runs (the server
+    // reconnects it, PROTOCOL.md §8): the new ticket replaces the old media.
+    const old = call.media
+    call.media = null
+    old.stop()
+  }
   setPhase('waiting for the other side…')
   const remote = $('#remote-video')
   remote.muted = false
+  call.mode = mediaSetting()
+  const gen = call.mediaGen = (call.mediaGen || 0) + 1 // a later force-call supersedes this one
+  let media
   try {
-    call.media = await app.client.startMedia(fc, { localStream: call.stream, remoteVideo: remote })
+    media = await app.client.startMedia(fc, {
+      mode: call.mode,
+      localStream: call.stream,
+      remoteVideo: remote,
+      muted: call.muted,
+      cameraOff: call.cameraOff
+    })
   } catch (err) {
-    if (app.call === call) {
+    if (app.call === call && call.mediaGen === gen) {
       endCall(null)
       showError(humanError(err, { peer: call.peer }))
       app.client && app.client.unpair(call.peer).catch(() => {})
     }
     return
   }
-  if (app.call !== call) { call.media.stop(); return }
+  if (app.call !== call || call.mediaGen !== gen) { media.stop(); return }
+  call.media = media
+  media.setMuted(call.muted) // toggled while the media was connecting
+  if (media.cameraOff !== call.cameraOff) media.setCamera(!call.cameraOff).catch(() => {})
   setPhase(call.stream ? 'connected' : 'connected (receive only)')
-  call.media.ended.then((end) => {
-    if (app.call !== call) return
+  call.connectedAt = Date.now()
+  call.media.addEventListener('quality', (e) => { if (app.call === call) { call.quality = e.detail; renderStage() } })
+  call.media.addEventListener('remote-mute', (e) => { if (app.call === call && e.detail.kind === 'video') { call.remoteTrackMuted = true; renderStage() } })
+  call.media.addEventListener('remote-unmute', (e) => { if (app.call === call && e.detail.kind === 'video') { call.remoteTrackMuted = false; renderStage() } })
+  startCallTimer(call)
+  renderStage()
+  media.ended.then((end) => {
+    if (app.call !== call || call.media !== media) return // ended, or replaced
     // 1000 "unpaired" comes with an unpair event that explains why; anything
     // else means the media path broke.
     if (end.code === 1000) {
@@ -530,16 +576,494 @@ function endCall (message) {
   if (call) {
     if (call.media) call.media.stop()
     stopStream(call.stream)
+    clearInterval(call.timer)
+    clearInterval(call.watch)
   }
+  $('#call-timer').textContent = '0:00'
+  $('#call-timer').hidden = true
+  $('#call-unstable').hidden = true
+  if (call && settingsOpen()) showPreview() // it showed the call's stream
   const local = $('#local-video')
   local.srcObject = null
   const remote = $('#remote-video')
+  remote.srcObject = null
   remote.removeAttribute('src')
   remote.load()
   if (message) showNotice(message)
   setState(app.client && app.creds ? 'idle' : 'logged-out')
   if (app.state === 'idle') refreshPeers()
 }
+
+// ---- call view: controls, timer, quality, placeholder -----------------------------
+
+function newCall (peer, tx, role) {
+  return {
+    peer,
+    tx,
+    role,
+    stream: null,
+    media: null,
+    mode: null, // 'webrtc' | 'relay' once media starts
+    muted: false,
+    cameraOff: false,
+    acceptedAt: null, // Date.now() when the callee pressed Accept / the caller got accept
+    connectedAt: null, // when the server paired the media (the timer starts)
+    firstFrameAt: null, // when the first remote video frame was shown
+    quality: null, // the last Quality from the media handle
+    remoteTrackMuted: false, // the peer's video track says muted
+    remoteBlack: false, // the peer's picture is all black (relay camera off)
+    peerReconnecting: false, // /meta: the peer's device dropped and may resume
+    ice: null
+  }
+}
+
+/** initials for the placeholder's avatar: "alice" → "A", "bob.smith" → "BS". */
+function initials (name) {
+  const parts = name.split(/[._@\-\s]+/).filter(Boolean)
+  return ((parts[0] || name)[0] + (parts.length > 1 ? parts[1][0] : '')).toUpperCase()
+}
+
+/** showLocal shows our own picture, or "camera off" in its place. */
+function showLocal () {
+  const call = app.call
+  const local = $('#local-video')
+  local.muted = true
+  const stream = call && call.stream
+  const hasVideo = !!stream && stream.getVideoTracks().some((t) => t.readyState === 'live')
+  if (local.srcObject !== stream) local.srcObject = stream
+  local.hidden = !stream || !hasVideo || call.cameraOff
+  $('#local-off').hidden = !(call && call.cameraOff)
+  if (!local.hidden) local.play().catch(() => {})
+}
+
+function renderControls () {
+  const call = app.call
+  const muted = !!(call && call.muted)
+  const off = !!(call && call.cameraOff)
+  const hasAudio = !!(call && call.stream && call.stream.getAudioTracks().length)
+  const hasVideo = !!(call && call.stream && call.stream.getVideoTracks().length)
+  const mute = $('#btn-mute')
+  mute.setAttribute('aria-pressed', String(muted))
+  mute.setAttribute('aria-label', muted ? 'Unmute microphone' : 'Mute microphone')
+  mute.title = mute.getAttribute('aria-label')
+  mute.querySelector('.lbl').textContent = muted ? 'Unmute' : 'Mute'
+  mute.disabled = !hasAudio
+  const cam = $('#btn-camera')
+  cam.setAttribute('aria-pressed', String(off))
+  cam.setAttribute('aria-label', off ? 'Turn camera on' : 'Turn camera off')
+  cam.title = cam.getAttribute('aria-label')
+  cam.querySelector('.lbl').textContent = off ? 'Camera on' : 'Camera off'
+  cam.disabled = !hasVideo
+  $('#local-muted').hidden = !muted
+}
+
+/** renderStage updates the placeholder, the quality badge and the unstable banner. */
+function renderStage () {
+  const call = app.call
+  if (!call) return
+  const q = call.quality
+  const media = call.media
+  const videoOff = !!(q && q.remoteVideoOff) || call.remoteTrackMuted || call.remoteBlack
+  const ph = $('#remote-placeholder')
+  let why = ''
+  if (!media) why = 'connecting…'
+  else if (!call.firstFrameAt && !videoOff) why = 'waiting for video…'
+  else if (videoOff) why = 'camera off'
+  ph.hidden = why === ''
+  ph.dataset.why = why
+  $('#remote-why').textContent = why
+  const unstable = !!media && (call.peerReconnecting || call.ice === 'disconnected' || call.ice === 'failed' || !!(q && q.unstable))
+  const banner = $('#call-unstable')
+  banner.hidden = !unstable
+  banner.textContent = call.peerReconnecting ? `“${call.peer}” lost the connection — reconnecting…` : 'Connection unstable — reconnecting…'
+  const el = $('#quality')
+  const score = unstable ? 'poor' : q ? q.score : 'unknown'
+  el.dataset.score = score
+  el.hidden = !media
+  const parts = []
+  if (q && q.rtt !== null && q.rtt !== undefined) parts.push(`round trip ${Math.round(q.rtt * 1000)} ms`)
+  if (q && q.loss !== null && q.loss !== undefined) parts.push(`loss ${(q.loss * 100).toFixed(1)} %`)
+  if (q && q.fps !== null && q.fps !== undefined) parts.push(`${Math.round(q.fps)} fps`)
+  if (q && q.mode === 'relay' && q.lag !== null) parts.push(`${q.lag.toFixed(2)} s behind`)
+  const label = { good: 'Good', fair: 'Fair', poor: 'Poor', unknown: '…' }[score]
+  $('#quality-text').textContent = label
+  el.title = `Connection ${label.toLowerCase()}${parts.length ? ': ' + parts.join(', ') : ''}${call.mode ? ` (${call.mode})` : ''}`
+  el.setAttribute('aria-label', el.title)
+}
+
+function formatDuration (ms) {
+  const t = Math.max(0, Math.floor(ms / 1000))
+  const h = Math.floor(t / 3600)
+  const m = Math.floor((t % 3600) / 60)
+  const sec = String(t % 60).padStart(2, '0')
+  return h ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`
+}
+
+function startCallTimer (call) {
+  clearInterval(call.timer)
+  $('#call-timer').hidden = false
+  const tick = () => { if (app.call === call) $('#call-timer').textContent = formatDuration(Date.now() - call.connectedAt) }
+  tick()
+  call.timer = setInterval(tick, 1000)
+}
+
+/**
+ * watchRemote notes when the first remote frame is shown (for the "waiting
+ * for video" placeholder and the accept-to-first-frame figure) and, once a
+ * second, whether the remote picture is all black: a relay sender whose
+ * camera is off records black frames, which should look like camera off.
+ */
+function watchRemote (call) {
+  const v = $('#remote-video')
+  const first = () => {
+    if (app.call !== call) return
+    if (!call.firstFrameAt && v.videoWidth > 0) {
+      call.firstFrameAt = Date.now()
+      renderStage()
+    }
+  }
+  const onFrame = () => {
+    first()
+    if (!call.firstFrameAt && app.call === call) v.requestVideoFrameCallback(onFrame)
+  }
+  if (typeof v.requestVideoFrameCallback === 'function') v.requestVideoFrameCallback(onFrame)
+  else v.addEventListener('loadeddata', first, { once: true })
+  const canvas = document.createElement('canvas')
+  canvas.width = 32
+  canvas.height = 18
+  const g = canvas.getContext('2d', { willReadFrequently: true })
+  clearInterval(call.watch)
+  call.watch = setInterval(() => {
+    if (app.call !== call) return
+    first()
+    if (!g || !call.media || v.videoWidth === 0 || v.readyState < 2) return
+    try {
+      g.drawImage(v, 0, 0, canvas.width, canvas.height)
+      const px = g.getImageData(0, 0, canvas.width, canvas.height).data
+      let max = 0
+      for (let i = 0; i < px.length; i += 4) max = Math.max(max, px[i], px[i + 1], px[i + 2])
+      const black = max < 12
+      if (black !== call.remoteBlack) {
+        call.remoteBlack = black
+        renderStage()
+      }
+    } catch { /* not drawable yet */ }
+  }, 1000)
+}
+
+function toggleMute () {
+  const call = app.call
+  if (!call) return
+  call.muted = !call.muted
+  if (call.stream) call.stream.getAudioTracks().forEach((t) => { t.enabled = !call.muted })
+  if (call.media) call.media.setMuted(call.muted)
+  renderControls()
+}
+
+/**
+ * toggleCamera turns the camera off or on. With WebRTC the video sender
+ * stops (the peer sees our placeholder) and the camera itself is released
+ * (its light goes off); turning it on asks for the camera again. The relay
+ * can only send black frames (the peer's app shows the placeholder for
+ * those too).
+ */
+async function toggleCamera () {
+  const call = app.call
+  if (!call || !call.stream) return
+  const on = call.cameraOff
+  call.cameraOff = !on
+  renderControls()
+  const media = call.media
+  let track = call.stream.getVideoTracks()[0]
+  try {
+    if (!on) {
+      if (media) await media.setCamera(false)
+      if (track) {
+        if (media && media.mode === 'webrtc') track.stop()
+        else track.enabled = false
+      }
+    } else {
+      if (track && track.readyState === 'ended') track = await swapTrack(call, 'video', settingsGet('camera'))
+      if (track) track.enabled = true
+      if (media) {
+        if (media.mode === 'webrtc' && track) await media.replaceTrack('video', track)
+        await media.setCamera(true)
+      }
+    }
+  } catch (err) {
+    showError(`Could not switch the camera: ${err.message || err}`)
+  }
+  showLocal()
+}
+
+/**
+ * swapTrack opens the device (deviceId, or the default) for kind and puts
+ * its track into the call's stream in place of the old one, which it stops.
+ * Returns the new track.
+ */
+async function swapTrack (call, kind, deviceId) {
+  const c = deviceId ? { deviceId: { exact: deviceId } } : true
+  const s = await navigator.mediaDevices.getUserMedia(kind === 'video' ? { video: c } : { audio: c })
+  const track = s.getTracks()[0]
+  if (app.call !== call) { track.stop(); return null }
+  if (kind === 'audio') track.enabled = !call.muted
+  for (const old of call.stream.getTracks().filter((t) => t.kind === kind)) {
+    call.stream.removeTrack(old)
+    old.stop()
+  }
+  call.stream.addTrack(track)
+  return track
+}
+
+/** switchDevice moves a running call to another camera or microphone. */
+async function switchDevice (kind, deviceId) {
+  const call = app.call
+  if (!call || !call.stream) return
+  if (call.media && call.media.mode !== 'webrtc') {
+    $('#settings-hint').textContent = 'The relay connection keeps its devices for the whole call; your choice applies from the next call.'
+    return
+  }
+  if (kind === 'video' && call.cameraOff) return // used when the camera is turned on again
+  try {
+    const track = await swapTrack(call, kind, deviceId)
+    if (track && call.media) await call.media.replaceTrack(kind, track)
+    showLocal()
+    if (settingsOpen()) showPreview()
+  } catch (err) {
+    showError(`Could not switch to that ${kind === 'video' ? 'camera' : 'microphone'}: ${err.message || err}`)
+  }
+}
+
+// ---- settings: devices, media mode, notifications ----------------------------------
+
+/** settingsGet/Set keep the device and mode choices in localStorage (never anything secret). */
+function settingsGet (key) {
+  try { return localStorage.getItem(`umplug.${key}`) || '' } catch { return '' }
+}
+function settingsSet (key, value) {
+  try { localStorage.setItem(`umplug.${key}`, value) } catch { /* private mode: choices last this page only */ }
+}
+
+/**
+ * mediaSetting is the media connection to use: ?media=relay|webrtc|auto on
+ * the page URL (also remembered), else the setting, else auto.
+ */
+function mediaSetting () {
+  const q = new URLSearchParams(location.search).get('media')
+  if (q === 'auto' || q === 'webrtc' || q === 'relay') return q
+  const m = settingsGet('media')
+  return m === 'webrtc' || m === 'relay' ? m : 'auto'
+}
+
+/** constraints asks for the chosen devices, falling back to any when they are gone. */
+function constraints () {
+  const cam = settingsGet('camera')
+  const mic = settingsGet('mic')
+  return {
+    video: cam ? { deviceId: { ideal: cam } } : true,
+    audio: mic ? { deviceId: { ideal: mic } } : true
+  }
+}
+
+const settingsUI = { preview: null, meter: null, raf: 0 }
+
+function settingsOpen () { return !$('#settings').hidden }
+
+async function openSettings () {
+  $('#settings').hidden = false
+  $('#set-mode').value = mediaSetting()
+  $('#settings-hint').textContent = ''
+  renderNotifyButton()
+  await showPreview()
+  await listDevices()
+}
+
+function closeSettings () {
+  $('#settings').hidden = true
+  stopPreview()
+}
+
+/** showPreview shows the camera (the call's own stream during a call) and a microphone level meter. */
+async function showPreview () {
+  stopPreview()
+  const video = $('#settings-preview')
+  let stream = app.call && app.call.stream
+  if (!stream) {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      $('#settings-hint').textContent = 'This page cannot use the camera (it needs https or localhost).'
+      return
+    }
+    try {
+      stream = await navigator.mediaDevices.getUserMedia(constraints())
+    } catch (err) {
+      $('#settings-hint').textContent = `No camera/microphone: ${err.name}.`
+      return
+    }
+    if (!settingsOpen()) { stopStream(stream); return }
+    settingsUI.preview = stream // ours: stopped when the panel closes
+  }
+  video.srcObject = stream
+  video.play().catch(() => {})
+  startMeter(stream)
+}
+
+function stopPreview () {
+  cancelAnimationFrame(settingsUI.raf)
+  if (settingsUI.meter) { try { settingsUI.meter.disconnect() } catch { /* gone */ } }
+  settingsUI.meter = null
+  stopStream(settingsUI.preview)
+  settingsUI.preview = null
+  $('#settings-preview').srcObject = null
+}
+
+/** startMeter shows the microphone's level, so that a user sees the right one is picked. */
+function startMeter (stream) {
+  const ctx = tones.context()
+  if (!ctx || stream.getAudioTracks().length === 0) return
+  const src = ctx.createMediaStreamSource(stream)
+  const an = ctx.createAnalyser()
+  an.fftSize = 512
+  src.connect(an)
+  settingsUI.meter = src
+  const buf = new Float32Array(an.fftSize)
+  const bar = $('#mic-level')
+  const draw = () => {
+    an.getFloatTimeDomainData(buf)
+    let peak = 0
+    for (const x of buf) peak = Math.max(peak, Math.abs(x))
+    bar.style.width = `${Math.min(100, Math.round(peak * 140))}%`
+    settingsUI.raf = requestAnimationFrame(draw)
+  }
+  draw()
+}
+
+async function listDevices () {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return
+  let devices = []
+  try { devices = await navigator.mediaDevices.enumerateDevices() } catch { return }
+  const fill = (sel, kind, key, fallback) => {
+    const chosen = settingsGet(key)
+    const list = devices.filter((d) => d.kind === kind)
+    const opts = [new Option(fallback, '')]
+    list.forEach((d, i) => opts.push(new Option(d.label || `${fallback.replace('Default ', '')} ${i + 1}`, d.deviceId)))
+    sel.replaceChildren(...opts)
+    sel.value = list.some((d) => d.deviceId === chosen) ? chosen : ''
+  }
+  fill($('#set-camera'), 'videoinput', 'camera', 'Default camera')
+  fill($('#set-mic'), 'audioinput', 'mic', 'Default microphone')
+}
+
+async function onDeviceChosen (kind, key, value) {
+  settingsSet(key, value)
+  if (app.call && app.call.stream) await switchDevice(kind, value)
+  else if (settingsOpen()) await showPreview()
+}
+
+function renderNotifyButton () {
+  const ask = 'Notification' in window && Notification.permission === 'default'
+  $('#btn-notify').hidden = !ask
+  $('#notify-offer').hidden = !ask
+}
+
+/** askNotify asks for notification permission: only ever on a click. */
+async function askNotify () {
+  if (!('Notification' in window)) return
+  try { await Notification.requestPermission() } catch { /* old callback form: ignore */ }
+  renderNotifyButton()
+  const msg = Notification.permission === 'granted'
+    ? 'You will get a notification for incoming calls while this tab is in the background.'
+    : 'Notifications are blocked; incoming calls still ring while this tab is open.'
+  if (settingsOpen()) $('#settings-hint').textContent = msg
+  else showNotice(msg)
+}
+
+/** notifyIncoming shows a system notification when a call rings in a hidden tab. */
+function notifyIncoming (peer) {
+  if (document.visibilityState !== 'hidden' || !('Notification' in window) || Notification.permission !== 'granted') return
+  try {
+    const n = new Notification(`${peer} is calling`, { body: 'Open umplug to answer.', tag: 'umplug-call', requireInteraction: true })
+    n.addEventListener('click', () => { window.focus(); n.close() })
+    app.notification = n
+  } catch { /* some browsers allow notifications only from a service worker */ }
+}
+
+function closeCallNotification () {
+  if (app.notification) {
+    app.notification.close()
+    app.notification = null
+  }
+}
+
+// ---- tones: ringtone and ringback, made with Web Audio ----------------------------
+
+/**
+ * tones plays the ringtone (incoming) and the ringback (outgoing) with
+ * oscillators, so the app ships no sound files. Browsers start an
+ * AudioContext only after a user gesture: unlock() runs on every click and
+ * key press, which also covers the login that comes before any call.
+ */
+const tones = {
+  ctx: null,
+  timer: null,
+  gain: null,
+  context () {
+    const AC = window.AudioContext || window.webkitAudioContext
+    if (!this.ctx && AC) {
+      try { this.ctx = new AC() } catch { return null }
+    }
+    return this.ctx
+  },
+  unlock () {
+    const ctx = this.context()
+    if (ctx && ctx.state === 'suspended') ctx.resume().catch(() => {})
+  },
+  play (kind) {
+    if (app.tone === kind) return
+    this.stop()
+    const ctx = this.context()
+    app.tone = kind
+    if (!ctx) return
+    if (ctx.state === 'suspended') ctx.resume().catch(() => {})
+    this.gain = ctx.createGain()
+    this.gain.gain.value = 0.2
+    this.gain.connect(ctx.destination)
+    // Ringtone: three rising chirps every 2 s. Ringback: the classic
+    // 440 + 480 Hz, 2 s on, 4 s off.
+    const pattern = kind === 'ring'
+      ? { period: 2000, notes: [[0, 0.15, [784]], [0.2, 0.15, [988]], [0.4, 0.25, [1175]]] }
+      : { period: 6000, notes: [[0, 2, [440, 480]]] }
+    const once = () => {
+      const t0 = ctx.currentTime + 0.02
+      for (const [at, dur, freqs] of pattern.notes) {
+        const env = ctx.createGain()
+        env.gain.setValueAtTime(0, t0 + at)
+        env.gain.linearRampToValueAtTime(1 / freqs.length, t0 + at + 0.02)
+        env.gain.setValueAtTime(1 / freqs.length, t0 + at + dur - 0.03)
+        env.gain.linearRampToValueAtTime(0, t0 + at + dur)
+        env.connect(this.gain)
+        for (const f of freqs) {
+          const o = ctx.createOscillator()
+          o.frequency.value = f
+          o.connect(env)
+          o.start(t0 + at)
+          o.stop(t0 + at + dur)
+        }
+      }
+    }
+    once()
+    this.timer = setInterval(once, pattern.period)
+  },
+  stop () {
+    app.tone = null
+    clearInterval(this.timer)
+    this.timer = null
+    if (this.gain) {
+      try { this.gain.disconnect() } catch { /* gone */ }
+      this.gain = null
+    }
+  }
+}
+app.tones = tones
 
 // ---- wiring ------------------------------------------------------------------------
 
@@ -558,6 +1082,24 @@ function wire () {
   $('#btn-accept').addEventListener('click', acceptCall)
   $('#btn-reject').addEventListener('click', rejectCall)
   $('#btn-hangup').addEventListener('click', hangUp)
+  $('#btn-mute').addEventListener('click', toggleMute)
+  $('#btn-camera').addEventListener('click', toggleCamera)
+  $('#btn-settings').addEventListener('click', () => (settingsOpen() ? closeSettings() : openSettings()))
+  $('#btn-call-settings').addEventListener('click', () => (settingsOpen() ? closeSettings() : openSettings()))
+  $('#btn-settings-close').addEventListener('click', closeSettings)
+  $('#set-camera').addEventListener('change', (e) => onDeviceChosen('video', 'camera', e.target.value))
+  $('#set-mic').addEventListener('change', (e) => onDeviceChosen('audio', 'mic', e.target.value))
+  $('#set-mode').addEventListener('change', (e) => {
+    settingsSet('media', e.target.value)
+    $('#settings-hint').textContent = app.call && app.call.media ? 'The media connection applies from the next call.' : ''
+  })
+  $('#btn-notify').addEventListener('click', askNotify)
+  $('#btn-notify-home').addEventListener('click', askNotify)
+  renderNotifyButton()
+  for (const type of ['pointerdown', 'keydown']) document.addEventListener(type, () => tones.unlock(), { capture: true })
+  if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+    navigator.mediaDevices.addEventListener('devicechange', () => { if (settingsOpen()) listDevices() })
+  }
   const remote = $('#remote-video')
   remote.addEventListener('playing', () => {
     if (app.call && app.call.media) setPhase(app.call.stream ? 'connected' : 'connected (receive only)')

@@ -1,5 +1,6 @@
 /**
- * umplug.js — the browser client of umplug (user-media-plug), protocol v1.
+ * umplug.js — the browser client of umplug (user-media-plug), protocol v2
+ * (sections 1–7 and the WebRTC media of section 10).
  *
  * An ES module with no dependencies and no build step. The server serves it at
  * `/umplug.js`; import it from there:
@@ -22,7 +23,9 @@
  * reacts to events. When a call is accepted, both devices receive a
  * `force-call` event carrying a single-use media ticket; hand it to
  * `startMedia` and the two browsers stream to each other through the
- * server's `/media` relay (MediaRecorder → WebSocket → MediaSource).
+ * server: with WebRTC (one RTCPeerConnection to the server, which forwards
+ * the RTP), or where there is no WebRTC through the `/media` relay
+ * (MediaRecorder → WebSocket → MediaSource).
  *
  * ```js
  * // caller
@@ -70,29 +73,46 @@
  *   client-side `closed` and `timeout`), `.reason` (human-readable text),
  *   `.missing` (for `not-found`: the unknown peer names), `.for` (request type).
  * - Events (each a `CustomEvent` whose `detail` is the server's message):
- *   `status`, `call`, `accept`, `reject`, `cancel`, `unpair`, `force-call`;
- *   `message` for every server event; `close` (`detail: {code, reason}`) when
- *   the /meta connection ends; `media-end` (`detail: {peer, code, reason}`).
- * - `startMedia(forceCall, {localStream, remoteVideo, timeslice = 100,
- *   mimeType, videoBitsPerSecond = 1e6, audioBitsPerSecond = 64e3,
- *   keyFrameInterval = 1000 (ms), maxLag = 1})` →
- *   `Promise<MediaHandle>`, resolved when the server says `paired`; rejected
- *   with an `UmplugError` (`code: 'media-closed'`) if the media connection
- *   closes first (for example a bad or expired ticket: close 1008).
- *   `localStream` may be null (receive only); `remoteVideo` may be null (send
- *   only). The handle has `stop()`, `ended` (a promise of `{code, reason}`;
- *   `1000 'unpaired'` means the call ended normally), `peer`, `startedAt`
- *   (Date.now() when local recording started) and `stats()` →
- *   `{bytesSent, bytesReceived, chunksSent, chunksReceived, appends, seeks,
- *   gapJumps, lag}` where `lag`
- *   is seconds of remote media buffered ahead of what is shown.
+ *   `status`, `call`, `accept`, `reject`, `cancel`, `unpair`, `force-call`,
+ *   `reconnecting`, `resumed`, `missed-call`; `message` for every server
+ *   event; `close` (`detail: {code, reason}`) when the /meta connection
+ *   ends; `media-end` (`detail: {peer, code, reason}`); `media-state`
+ *   (WebRTC: `{peer, connectionState, iceConnectionState}`); `media-error`.
+ * - `startMedia(forceCall, {mode = 'auto', localStream, remoteVideo, muted,
+ *   cameraOff, stallMs = 2000, monitorInterval = 1000, rtcConfig, …relay
+ *   options})` → `Promise<WebRTCMediaHandle|MediaHandle>`, resolved when the
+ *   server says `paired`; rejected with an `UmplugError` (`code:
+ *   'media-closed'`) if the media connection closes first (for example a
+ *   bad or expired ticket: close 1008). `mode`: 'webrtc', 'relay', or 'auto'
+ *   (WebRTC when the browser has RTCPeerConnection; the relay when it has
+ *   not, or when the server refuses WebRTC with close 1003). Relay options:
+ *   `timeslice = 100, mimeType, videoBitsPerSecond = 1e6,
+ *   audioBitsPerSecond = 64e3, keyFrameInterval = 1000 (ms), maxLag = 1`.
+ *   `localStream` may be null (receive only); `remoteVideo` may be null
+ *   (send only).
+ * - Both handles: `mode`, `peer`, `startedAt`, `pairedAt`, `stop()`,
+ *   `ended` (a promise of `{code, reason}`; `1000 'unpaired'` means the call
+ *   ended normally), `setMuted(bool)`, `setCamera(bool)`,
+ *   `replaceTrack(kind, track)` (WebRTC only), `quality()` → `{mode, rtt,
+ *   loss, fps, unstable, remoteVideoOff, score}` and `stats()`; they are
+ *   EventTargets (`paired`, `quality` every second; WebRTC also
+ *   `remote-track`, `remote-mute`, `remote-unmute`, `state`, `error`).
+ *   The WebRTC handle also has `pc`, `remoteStream` and `getStats()`.
  *   `stop()` never stops `localStream`'s tracks: the caller owns them.
  * - `close()` ends the connection (the server then ends any call of this
  *   device as `disconnected`).
  *
- * ## Media transport
+ * ## Media transports
  *
- * The sender records `localStream` with MediaRecorder
+ * WebRTC (PROTOCOL.md section 10): the device sends `{type: 'media',
+ * ticket, mode: 'webrtc'}` on /media; the server offers (and offers again
+ * when the peer's tracks arrive), the device answers, ICE candidates
+ * trickle both ways as `{type: 'candidate', candidate}` (null: the end).
+ * The local tracks ride on the transceivers the offer opens for receiving.
+ * Camera off detaches the video sender (the peer's video stops, it does not
+ * turn black); mute disables the audio track (silence is sent).
+ *
+ * The relay (section 6): the sender records `localStream` with MediaRecorder
  * (`video/webm;codecs=vp8,opus`, one chunk every `timeslice` ms) and sends
  * each chunk as one binary frame; recording starts only on `paired` so the
  * receiver's first frame holds the WebM header. The receiver appends frames
@@ -135,7 +155,7 @@ export class UmplugError extends Error {
 }
 
 /** Server event types that are dispatched under their own name. */
-const EVENT_TYPES = new Set(['status', 'call', 'accept', 'reject', 'cancel', 'unpair', 'force-call'])
+const EVENT_TYPES = new Set(['status', 'call', 'accept', 'reject', 'cancel', 'unpair', 'force-call', 'reconnecting', 'resumed', 'missed-call'])
 
 /**
  * metaURL works out the /meta WebSocket URL from what the caller gave.
@@ -400,17 +420,41 @@ export class UmplugClient extends EventTarget {
     const fc = forceCall && forceCall.detail ? forceCall.detail : forceCall // accept the event itself too
     if (!fc || !fc.ticket) return Promise.reject(new UmplugError('bad-request', 'startMedia needs a force-call with a ticket'))
     const url = new URL(fc.media || '/media', this.url).href
-    const handle = new MediaHandle(this, fc.peer, url, opts)
-    return handle._start(fc.ticket)
+    const mode = mediaMode(opts)
+    if (mode === 'relay') return new MediaHandle(this, fc.peer, url, opts)._start(fc.ticket)
+    const started = new WebRTCMediaHandle(this, fc.peer, url, opts)._start(fc.ticket)
+    if (opts.mode === 'webrtc') return started
+    // Auto: a server without WebRTC refuses the mode with close 1003 and
+    // keeps the ticket valid; the relay takes over with the same ticket.
+    return started.catch((err) => {
+      if (err instanceof UmplugError && err.closeCode === 1003) return new MediaHandle(this, fc.peer, url, opts)._start(fc.ticket)
+      throw err
+    })
   }
+}
+
+/**
+ * mediaMode picks the media transport for startMedia: opts.mode 'webrtc' or
+ * 'relay' as asked; 'auto' (the default) is WebRTC when this browser has
+ * RTCPeerConnection, else the relay.
+ * @param {{mode?: string, RTCPeerConnection?: any}} opts
+ * @returns {'webrtc'|'relay'}
+ */
+export function mediaMode (opts = {}) {
+  const m = opts.mode || 'auto'
+  if (m === 'webrtc' || m === 'relay') return m
+  return (opts.RTCPeerConnection || globalThis.RTCPeerConnection) ? 'webrtc' : 'relay'
 }
 
 /**
  * MediaHandle is one device's side of a media call. Get it from
  * UmplugClient.startMedia.
  */
-export class MediaHandle {
+export class MediaHandle extends EventTarget {
   constructor (client, peer, url, opts) {
+    super()
+    /** The transport: 'relay' (MediaRecorder chunks over /media into MediaSource). */
+    this.mode = 'relay'
     /** The peer this media connection is paired with. */
     this.peer = peer
     /** Date.now() when local recording started (null before, or when receive only). */
@@ -429,6 +473,10 @@ export class MediaHandle {
     this._queue = [] // ArrayBuffers waiting for the SourceBuffer
     this._stopped = false
     this._stats = { bytesSent: 0, bytesReceived: 0, chunksSent: 0, chunksReceived: 0 }
+    /** True while the microphone is muted; see setMuted. */
+    this.muted = !!opts.muted
+    /** True while the camera is off; see setCamera. */
+    this.cameraOff = !!opts.cameraOff
     /** @type {Promise<{code: number, reason: string}>} resolves when the media connection has closed */
     this.ended = new Promise((resolve) => { this._resolveEnded = resolve })
   }
@@ -436,6 +484,56 @@ export class MediaHandle {
   /** Reports what went through so far and how far behind the remote video plays. */
   stats () {
     return { ...this._stats, lag: this._lag() }
+  }
+
+  /**
+   * Mutes or unmutes the microphone: the local audio tracks are disabled,
+   * so the recording carries silence. (The tracks are the caller's: this
+   * sets their `enabled`.)
+   * @param {boolean} muted
+   */
+  setMuted (muted) {
+    this.muted = !!muted
+    if (this._local) this._local.getAudioTracks().forEach((t) => { t.enabled = !muted })
+  }
+
+  /**
+   * Turns the camera off or on. The relay records a disabled track as black
+   * frames; the receiving app shows its placeholder when it sees them.
+   * @param {boolean} on
+   */
+  async setCamera (on) {
+    this.cameraOff = !on
+    if (this._local) this._local.getVideoTracks().forEach((t) => { t.enabled = !!on })
+  }
+
+  /** The relay records one stream for the whole call: switching devices needs WebRTC. */
+  async replaceTrack (kind) {
+    throw new UmplugError('unsupported', `the relay mode cannot switch the ${kind} device during a call`)
+  }
+
+  /**
+   * quality() summarises how the call is going, in the same shape as the
+   * WebRTC mode's: here from how far behind the live edge the video plays
+   * and how many frames it showed in the last second.
+   * @returns {Promise<Quality>}
+   */
+  async quality () {
+    const v = this._video
+    const now = Date.now()
+    const q = { mode: 'relay', rtt: null, loss: null, fps: null, lag: this._lag(), unstable: false, remoteVideoOff: false, score: 'unknown' }
+    if (v && v.getVideoPlaybackQuality) {
+      const frames = v.getVideoPlaybackQuality().totalVideoFrames
+      const prev = this._qprev
+      if (prev) q.fps = ((frames - prev.frames) * 1000) / Math.max(1, now - prev.at)
+      const t = v.currentTime
+      const moving = !prev || t !== prev.time
+      const lastMove = moving ? now : prev.lastMove
+      q.unstable = this._paired && v.readyState > 0 && now - lastMove >= (this._opts.stallMs || 2000)
+      this._qprev = { frames, at: now, time: t, lastMove }
+    }
+    q.score = q.unstable ? 'poor' : scoreQuality({ rtt: null, loss: null, fps: q.fps, lag: q.lag })
+    return q
   }
 
   /**
@@ -461,7 +559,11 @@ export class MediaHandle {
           try { msg = JSON.parse(ev.data) } catch { return }
           if (msg && msg.type === 'paired' && !paired) {
             paired = true
+            this._paired = true
+            this.pairedAt = Date.now()
             this._startRecording()
+            startMonitor(this)
+            this.dispatchEvent(new CustomEvent('paired', { detail: { peer: this.peer } }))
             resolve(this)
           }
           return
@@ -657,6 +759,7 @@ export class MediaHandle {
     if (this._stopped) return
     this._stopped = true
     clearInterval(this._timer)
+    clearInterval(this._monitor)
     if (this._recorder && this._recorder.state !== 'inactive') {
       try { this._recorder.stop() } catch { /* already stopped */ }
     }
@@ -673,6 +776,455 @@ export class MediaHandle {
     if (this._objectURL) URL.revokeObjectURL(this._objectURL)
     this._queue = []
   }
+}
+
+/**
+ * WebRTCMediaHandle is one device's side of a WebRTC call (PROTOCOL.md
+ * section 10): the server is the other end of this device's only peer
+ * connection and forwards RTP between the two paired devices. Get it from
+ * UmplugClient.startMedia (mode 'webrtc', or 'auto' in a browser that has
+ * RTCPeerConnection).
+ *
+ * Signalling runs as text frames on the /media connection: the server
+ * offers (again whenever the peer's tracks arrive or change), this device
+ * answers, and ICE candidates trickle both ways. Local tracks ride on the
+ * transceivers the server's offer opens for receiving, so no local offer is
+ * ever needed.
+ *
+ * Events (CustomEvent, detail in braces): `paired` {peer}; `remote-track`
+ * {kind, track, stream}; `remote-mute` / `remote-unmute` {kind, track};
+ * `state` {connectionState, iceConnectionState}; `quality` (a Quality, once
+ * a second while paired); `error` {error}.
+ */
+export class WebRTCMediaHandle extends EventTarget {
+  constructor (client, peer, url, opts) {
+    super()
+    /** The transport: 'webrtc'. */
+    this.mode = 'webrtc'
+    /** The peer this media connection is paired with. */
+    this.peer = peer
+    /** Date.now() when the server said paired (media flows from then on). */
+    this.startedAt = null
+    this.pairedAt = null
+    /** The RTCPeerConnection to the server (null before _start). */
+    this.pc = null
+    const MS = opts.MediaStream || globalThis.MediaStream
+    /** The peer's audio and video as one MediaStream (tracks join as they arrive). */
+    this.remoteStream = MS ? new MS() : null
+    /** True while the microphone is muted (the audio track is disabled: it sends silence). */
+    this.muted = !!opts.muted
+    /** True while the camera is off (the video sender sends nothing). */
+    this.cameraOff = !!opts.cameraOff
+    this._client = client
+    this._url = url
+    this._opts = opts
+    this._local = opts.localStream || null
+    this._video = opts.remoteVideo || null
+    this._PC = opts.RTCPeerConnection || globalThis.RTCPeerConnection
+    this._pendingCandidates = [] // remote candidates that came before the first offer
+    this._chain = Promise.resolve() // offers and candidates are applied one at a time, in order
+    this._tracks = new Map() // kind -> the local track for that kind (kept while the camera is off)
+    this._senders = new Map() // kind -> the RTCRtpSender that carries it
+    this._stopped = false
+    this._paired = false
+    this._stats = { offers: 0, answers: 0, candidatesSent: 0, candidatesReceived: 0 }
+    if (this._local) {
+      for (const t of this._local.getTracks()) if (!this._tracks.has(t.kind)) this._tracks.set(t.kind, t)
+    }
+    this.setMuted(this.muted)
+    /** @type {Promise<{code: number, reason: string}>} resolves when the media connection has closed */
+    this.ended = new Promise((resolve) => { this._resolveEnded = resolve })
+  }
+
+  /** Signalling counters and the connection's states (cheap, synchronous). */
+  stats () {
+    const pc = this.pc
+    return {
+      ...this._stats,
+      connectionState: pc ? pc.connectionState : 'new',
+      iceConnectionState: pc ? pc.iceConnectionState : 'new'
+    }
+  }
+
+  /** The peer connection's RTCStatsReport. */
+  getStats () {
+    return this.pc ? this.pc.getStats() : Promise.resolve(new Map())
+  }
+
+  /**
+   * quality() reads getStats and summarises the last interval: round trip
+   * (s), packet loss (0–1), received frame rate, remote audio level (0–1),
+   * whether media stalled (`unstable`) or only the peer's video stopped while
+   * their audio flows (`remoteVideoOff`: camera off), and a score 'good' |
+   * 'fair' | 'poor' | 'unknown'.
+   * @returns {Promise<Quality>}
+   */
+  async quality () {
+    const report = await this.getStats()
+    const now = Date.now()
+    const cur = summarizeStats(report)
+    const prev = this._qprev
+    const stallMs = this._opts.stallMs || 2000
+    const q = { mode: 'webrtc', rtt: cur.rtt, loss: null, fps: cur.fps, audioLevel: cur.audioLevel, framesDecoded: cur.framesDecoded, unstable: false, remoteVideoOff: false, score: 'unknown' }
+    const last = prev ? prev.last : { video: now, audio: now, any: now, frames: now }
+    if (!prev || cur.videoPackets > prev.cur.videoPackets) last.video = now
+    if (!prev || cur.audioPackets > prev.cur.audioPackets) last.audio = now
+    if (!prev || cur.framesDecoded > prev.cur.framesDecoded) last.frames = now
+    last.any = Math.max(last.video, last.audio)
+    if (prev) {
+      const lost = cur.packetsLost - prev.cur.packetsLost
+      const got = cur.videoPackets + cur.audioPackets - prev.cur.videoPackets - prev.cur.audioPackets
+      if (lost + got > 0) q.loss = Math.max(0, lost) / (Math.max(0, lost) + Math.max(0, got))
+      if (q.fps === null && cur.framesDecoded !== null && prev.cur.framesDecoded !== null) {
+        q.fps = ((cur.framesDecoded - prev.cur.framesDecoded) * 1000) / Math.max(1, now - prev.at)
+      }
+    }
+    this._qprev = { cur, at: now, last }
+    const pc = this.pc
+    const ice = pc ? pc.iceConnectionState : 'new'
+    const remoteVideo = this.remoteStream && this.remoteStream.getVideoTracks ? this.remoteStream.getVideoTracks()[0] : null
+    const audioFlows = now - last.audio < stallMs
+    const videoStalled = now - last.frames >= stallMs
+    // No frames for a while (or never: a peer without a camera) while their
+    // audio flows: their camera is off, the connection is fine.
+    q.remoteVideoOff = !!(remoteVideo && remoteVideo.muted) || (this._paired && videoStalled && audioFlows)
+    q.unstable = ice === 'disconnected' || ice === 'failed' || (this._paired && now - last.any >= stallMs) ||
+      (this._paired && videoStalled && !audioFlows && cur.framesDecoded !== null)
+    // With the peer's camera off there is no frame rate to judge.
+    q.score = q.unstable ? 'poor' : scoreQuality(q.remoteVideoOff ? { ...q, fps: null } : q)
+    return q
+  }
+
+  /**
+   * Mutes or unmutes the microphone. A muted track stays on the wire and
+   * sends silence, so unmuting needs no renegotiation and the peer's level
+   * meter falls to zero.
+   * @param {boolean} muted
+   */
+  setMuted (muted) {
+    this.muted = !!muted
+    const t = this._tracks.get('audio')
+    if (t) t.enabled = !muted
+  }
+
+  /**
+   * Turns the camera off or on. Off detaches the video track from its sender
+   * (replaceTrack(null)): nothing is sent, the peer's video track stops and
+   * its app shows a placeholder, not a black picture. The local track is
+   * left alone (the caller may stop it to turn the camera light off, and
+   * hand a new one to replaceTrack before turning the camera on again).
+   * @param {boolean} on
+   */
+  async setCamera (on) {
+    this.cameraOff = !on
+    const sender = this._senders.get('video')
+    if (sender) await sender.replaceTrack(on ? (this._tracks.get('video') || null) : null)
+  }
+
+  /**
+   * Sends track instead of the current track of its kind (another camera or
+   * microphone), without renegotiation. A muted or camera-off state carries
+   * over to the new track.
+   * @param {'audio'|'video'} kind
+   * @param {MediaStreamTrack} track
+   */
+  async replaceTrack (kind, track) {
+    this._tracks.set(kind, track)
+    if (kind === 'audio') track.enabled = !this.muted
+    const sender = this._senders.get(kind)
+    if (sender && !(kind === 'video' && this.cameraOff)) await sender.replaceTrack(track)
+  }
+
+  /**
+   * Ends this media connection: closes the peer connection and the
+   * WebSocket, detaches the remote video. The local tracks keep running.
+   * Hang up the call itself with client.unpair(peer).
+   */
+  stop () {
+    this._teardown()
+    if (this._ws && this._ws.readyState <= 1) this._ws.close(1000, 'stop')
+  }
+
+  _start (ticket) {
+    return new Promise((resolve, reject) => {
+      let paired = false
+      const ws = new this._client._WS(this._url)
+      this._ws = ws
+      let pc
+      try {
+        pc = new this._PC(this._opts.rtcConfig || {})
+      } catch (err) {
+        this._stopped = true
+        try { ws.close(1000, 'no peer connection') } catch { /* never opened */ }
+        reject(new UmplugError('media-closed', `cannot create a WebRTC peer connection: ${err.message}`))
+        return
+      }
+      this.pc = pc
+      pc.addEventListener('icecandidate', (ev) => {
+        const c = ev.candidate
+        this._send({ type: 'candidate', candidate: c ? (typeof c.toJSON === 'function' ? c.toJSON() : c) : null })
+        this._stats.candidatesSent++
+      })
+      pc.addEventListener('track', (ev) => this._onTrack(ev.track))
+      const onState = () => {
+        const detail = { peer: this.peer, connectionState: pc.connectionState, iceConnectionState: pc.iceConnectionState }
+        this.dispatchEvent(new CustomEvent('state', { detail }))
+        this._client.dispatchEvent(new CustomEvent('media-state', { detail }))
+      }
+      pc.addEventListener('connectionstatechange', onState)
+      pc.addEventListener('iceconnectionstatechange', onState)
+      ws.addEventListener('open', () => ws.send(JSON.stringify({ type: 'media', ticket, mode: 'webrtc' })))
+      ws.addEventListener('message', (ev) => {
+        if (typeof ev.data !== 'string') return // this mode has no binary frames
+        let msg
+        try { msg = JSON.parse(ev.data) } catch { return }
+        if (!msg || typeof msg !== 'object') return
+        switch (msg.type) {
+          case 'offer':
+            this._enqueue(() => this._onOffer(msg.sdp))
+            break
+          case 'candidate':
+            this._stats.candidatesReceived++
+            this._enqueue(() => this._onCandidate(msg.candidate === undefined ? null : msg.candidate))
+            break
+          case 'paired':
+            if (paired) break
+            paired = true
+            this._paired = true
+            this.pairedAt = this.startedAt = Date.now()
+            startMonitor(this)
+            this.dispatchEvent(new CustomEvent('paired', { detail: { peer: this.peer } }))
+            resolve(this)
+            break
+        }
+      })
+      ws.addEventListener('close', (ev) => {
+        this._teardown()
+        const end = { code: ev.code, reason: ev.reason }
+        this._resolveEnded(end)
+        this._client.dispatchEvent(new CustomEvent('media-end', { detail: { peer: this.peer, ...end } }))
+        if (!paired) {
+          reject(new UmplugError('media-closed', ev.code === 1008
+            ? 'the media ticket was refused (expired or already used)'
+            : `the media connection closed before the peer joined (${ev.code}${ev.reason ? ' ' + ev.reason : ''})`, { closeCode: ev.code }))
+        }
+      })
+    })
+  }
+
+  _send (msg) {
+    if (this._ws && this._ws.readyState === 1 && !this._stopped) this._ws.send(JSON.stringify(msg))
+  }
+
+  _enqueue (fn) {
+    this._chain = this._chain.then(() => { if (!this._stopped) return fn() }).catch((err) => this._error(err))
+  }
+
+  _error (error) {
+    if (this._stopped) return
+    this.dispatchEvent(new CustomEvent('error', { detail: { peer: this.peer, error } }))
+    this._client.dispatchEvent(new CustomEvent('media-error', { detail: { peer: this.peer, error } }))
+  }
+
+  /** _onOffer answers one server offer (the first, or a renegotiation). */
+  async _onOffer (sdp) {
+    const pc = this.pc
+    this._stats.offers++
+    await pc.setRemoteDescription({ type: 'offer', sdp })
+    await this._attachLocal(sdp)
+    const answer = await pc.createAnswer()
+    await pc.setLocalDescription(answer)
+    this._send({ type: 'answer', sdp: pc.localDescription ? pc.localDescription.sdp : answer.sdp })
+    this._stats.answers++
+    const queued = this._pendingCandidates
+    this._pendingCandidates = []
+    for (const c of queued) await this._addCandidate(c)
+  }
+
+  _onCandidate (c) {
+    if (!this.pc.remoteDescription) {
+      this._pendingCandidates.push(c)
+      return
+    }
+    return this._addCandidate(c)
+  }
+
+  async _addCandidate (c) {
+    try {
+      if (c === null) await this.pc.addIceCandidate() // end of candidates
+      else await this.pc.addIceCandidate(c)
+    } catch (err) {
+      if (c !== null) this._error(err) // an end-of-candidates some browsers reject is harmless
+    }
+  }
+
+  /**
+   * _attachLocal puts each local track not yet sent on a transceiver of its
+   * kind that the server's offer opened for receiving.
+   */
+  async _attachLocal (sdp) {
+    const sections = offerMedia(sdp)
+    for (const kind of [...this._tracks.keys()]) {
+      if (this._senders.has(kind)) continue
+      const used = new Set(this._senders.values())
+      const tr = this.pc.getTransceivers().find((t) => {
+        const m = t.mid !== null && t.mid !== undefined ? sections.get(t.mid) : null
+        return m && m.kind === kind && m.recv && !t.stopped && !used.has(t.sender) && !t.sender.track
+      })
+      if (!tr) continue
+      tr.direction = 'sendrecv' // answered as sendonly when the server only receives here
+      if (this._local && typeof tr.sender.setStreams === 'function') tr.sender.setStreams(this._local)
+      this._senders.set(kind, tr.sender) // from now on setCamera and replaceTrack act on it
+      await tr.sender.replaceTrack(kind === 'video' && this.cameraOff ? null : this._tracks.get(kind))
+    }
+  }
+
+  _onTrack (track) {
+    const stream = this.remoteStream
+    if (stream && !stream.getTracks().includes(track)) {
+      // One track per kind: a renegotiated track of a kind replaces the old.
+      for (const old of stream.getTracks()) if (old.kind === track.kind) stream.removeTrack(old)
+      stream.addTrack(track)
+    }
+    track.addEventListener('mute', () => this.dispatchEvent(new CustomEvent('remote-mute', { detail: { kind: track.kind, track } })))
+    track.addEventListener('unmute', () => this.dispatchEvent(new CustomEvent('remote-unmute', { detail: { kind: track.kind, track } })))
+    track.addEventListener('ended', () => { if (stream) stream.removeTrack(track) })
+    this.dispatchEvent(new CustomEvent('remote-track', { detail: { kind: track.kind, track, stream } }))
+    const v = this._video
+    if (v && stream && !this._stopped) {
+      // Re-attach so that the element picks up a track added after it started.
+      v.playsInline = true
+      v.autoplay = true
+      v.srcObject = null
+      v.srcObject = stream
+      const p = v.play()
+      if (p && p.catch) {
+        p.catch((err) => {
+          if (err && err.name === 'AbortError') return // superseded by the next re-attach
+          this._client.dispatchEvent(new CustomEvent('media-autoplay-blocked', { detail: { peer: this.peer, error: err } }))
+        })
+      }
+    }
+  }
+
+  _teardown () {
+    if (this._stopped) return
+    this._stopped = true
+    clearInterval(this._monitor)
+    if (this.pc) {
+      try { this.pc.close() } catch { /* closed */ }
+    }
+    const v = this._video
+    if (v && v.srcObject === this.remoteStream) v.srcObject = null
+  }
+}
+
+/**
+ * @typedef {object} Quality
+ * @property {'webrtc'|'relay'} mode
+ * @property {number|null} rtt round trip to the server, seconds
+ * @property {number|null} loss fraction of packets lost in the last interval (0–1)
+ * @property {number|null} fps frames per second received
+ * @property {boolean} unstable media stalled (nothing for ~2 s) or ICE disconnected
+ * @property {boolean} remoteVideoOff the peer's video stopped while their audio flows (camera off)
+ * @property {'good'|'fair'|'poor'|'unknown'} score
+ */
+
+/**
+ * scoreQuality rates a call from what getStats tells: good when the round
+ * trip is under 150 ms, loss under 2 % and video at 20 fps or more; poor
+ * over 400 ms, over 8 % loss or under 10 fps; fair between. (The relay
+ * mode rates by `lag`, seconds behind the live edge.) Unknown figures are
+ * ignored; with none at all the score is 'unknown'.
+ * @param {{rtt?: number|null, loss?: number|null, fps?: number|null, lag?: number|null}} q
+ */
+export function scoreQuality (q) {
+  const checks = []
+  const grade = (v, good, poor, higherIsBetter = false) => {
+    if (v === null || v === undefined || Number.isNaN(v)) return
+    if (higherIsBetter) checks.push(v >= good ? 2 : v < poor ? 0 : 1)
+    else checks.push(v <= good ? 2 : v > poor ? 0 : 1)
+  }
+  grade(q.rtt, 0.15, 0.4)
+  grade(q.loss, 0.02, 0.08)
+  grade(q.fps, 20, 10, true)
+  grade(q.lag, 0.5, 1.5)
+  if (checks.length === 0) return 'unknown'
+  const worst = Math.min(...checks)
+  return worst === 2 ? 'good' : worst === 1 ? 'fair' : 'poor'
+}
+
+/**
+ * summarizeStats pulls what the quality indicator needs out of an
+ * RTCStatsReport (or any map-like of stats objects): the round trip of the
+ * selected candidate pair, received packets and losses, decoded frames,
+ * the received frame rate and the remote audio level.
+ */
+export function summarizeStats (report) {
+  const out = { rtt: null, fps: null, audioLevel: null, audioEnergy: null, framesDecoded: null, videoPackets: 0, audioPackets: 0, packetsLost: 0, frameWidth: null }
+  let remoteRtt = null
+  report.forEach((s) => {
+    const kind = s.kind || s.mediaType
+    if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded' && typeof s.currentRoundTripTime === 'number') {
+      out.rtt = s.currentRoundTripTime
+    } else if (s.type === 'remote-inbound-rtp' && typeof s.roundTripTime === 'number') {
+      remoteRtt = s.roundTripTime
+    } else if (s.type === 'inbound-rtp' && kind === 'video') {
+      out.videoPackets += s.packetsReceived || 0
+      out.packetsLost += s.packetsLost || 0
+      out.framesDecoded = (out.framesDecoded || 0) + (s.framesDecoded || 0)
+      if (typeof s.framesPerSecond === 'number') out.fps = s.framesPerSecond
+      if (s.frameWidth) out.frameWidth = s.frameWidth
+    } else if (s.type === 'inbound-rtp' && kind === 'audio') {
+      out.audioPackets += s.packetsReceived || 0
+      out.packetsLost += s.packetsLost || 0
+      if (typeof s.audioLevel === 'number') out.audioLevel = s.audioLevel
+      if (typeof s.totalAudioEnergy === 'number') out.audioEnergy = s.totalAudioEnergy
+    }
+  })
+  if (out.rtt === null) out.rtt = remoteRtt
+  return out
+}
+
+/**
+ * offerMedia reads the m-sections of an SDP offer: mid → {kind, recv},
+ * recv meaning the offerer is willing to receive there (sendrecv or
+ * recvonly, port not 0).
+ * @param {string} sdp
+ * @returns {Map<string, {kind: string, recv: boolean}>}
+ */
+export function offerMedia (sdp) {
+  const out = new Map()
+  for (const sec of String(sdp || '').split(/\r?\n(?=m=)/).slice(1)) {
+    const kind = (/^m=(\w+)/.exec(sec) || [])[1]
+    const mid = (/^a=mid:(\S+)/m.exec(sec) || [])[1]
+    const dir = (/^a=(sendrecv|sendonly|recvonly|inactive)\s*$/m.exec(sec) || [])[1] || 'sendrecv'
+    const rejected = /^m=\w+ 0 /.test(sec)
+    if (mid !== undefined) out.set(mid, { kind, recv: !rejected && (dir === 'sendrecv' || dir === 'recvonly') })
+  }
+  return out
+}
+
+/**
+ * startMonitor has a paired handle dispatch a `quality` event every
+ * opts.monitorInterval ms (default 1000; 0 turns it off).
+ */
+function startMonitor (h) {
+  const every = h._opts.monitorInterval === undefined ? 1000 : h._opts.monitorInterval
+  if (!every || h._stopped) return
+  let busy = false
+  h._monitor = setInterval(async () => {
+    if (busy || h._stopped) return
+    busy = true
+    try {
+      const q = await h.quality()
+      if (!h._stopped) h.dispatchEvent(new CustomEvent('quality', { detail: q }))
+    } catch (err) {
+      /* a closing peer connection: the next tick or the close event tells */
+    } finally {
+      busy = false
+    }
+  }, every)
 }
 
 /**
