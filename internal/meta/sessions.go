@@ -165,39 +165,12 @@ func (x *Session) kick(code int, reason string) {
 // response so that it stays usable and can reconnect.
 func (x *Session) handlePasswd(req *protocol.Request) {
 	s := x.s
-	addr := addrKey(x.addr)
-	try, perr := s.auth.logins.admit(x.user, addr)
-	if perr != nil {
-		x.fail(req, perr)
-		return
-	}
 	ctx, cancel := x.ctx()
 	defer cancel()
-	if err := try.wait(ctx); err != nil {
-		x.busyOrUnavailable(req, err)
+	if _, ok := x.checkPassword(ctx, req, x.user, req.Password); !ok {
 		return
 	}
-	u, err := s.cfg.Store.Get(ctx, x.user)
-	var good bool
-	switch {
-	case errors.Is(err, store.ErrNotFound): // deleted meanwhile
-		err = s.cfg.Hasher.VerifyUnknownFor(ctx, addr, req.Password)
-	case err == nil:
-		good, err = s.cfg.Hasher.VerifyFor(ctx, addr, u.Password, req.Password)
-	}
-	if err != nil {
-		try.abort()
-		x.busyOrUnavailable(req, err)
-		return
-	}
-	if !good {
-		try.failed()
-		s.m.logins.WithLabelValues("failed").Inc()
-		x.fail(req, errAuthFailed())
-		return
-	}
-	try.succeeded()
-	hash, err := s.cfg.Hasher.HashFor(ctx, addr, req.New)
+	hash, err := s.cfg.Hasher.HashFor(ctx, addrKey(x.addr), req.New)
 	if err != nil {
 		x.busyOrUnavailable(req, fmt.Errorf("hash password: %w", err))
 		return

@@ -140,7 +140,6 @@ func dedupe(names []string) []string {
 }
 
 func (x *Session) handleWhoami(req *protocol.Request) {
-	s := x.s
 	if x.user != "" {
 		x.fail(req, protocol.Errorf(protocol.ErrBadRequest, "this connection is already identified"))
 		return
@@ -149,29 +148,40 @@ func (x *Session) handleWhoami(req *protocol.Request) {
 		x.whoamiSession(req) // sessions.go: no password hashing
 		return
 	}
-	// The attempt is counted before the password is hashed (see
-	// loginGuard), so parallel guesses are limited like sequential ones.
-	addr := addrKey(x.addr)
-	try, perr := s.auth.logins.admit(req.User, addr)
-	if perr != nil {
-		x.fail(req, perr)
-		return
-	}
 	ctx, cancel := x.ctx()
 	defer cancel()
-	if err := try.wait(ctx); err != nil {
-		x.busyOrUnavailable(req, err)
+	u, ok := x.checkPassword(ctx, req, req.User, req.Password)
+	if !ok {
 		return
 	}
-	u, err := s.cfg.Store.Get(ctx, req.User)
+	x.installWith(ctx, req, u.Password, nil)
+}
+
+// checkPassword checks password for user the way every password login
+// does (whoami, passwd): the attempt is counted before the password is
+// hashed (see loginGuard), so parallel guesses are limited like sequential
+// ones; an unknown user costs the same work in the same queue as a wrong
+// password, so timing does not tell them apart. On failure it has answered
+// req and returns false.
+func (x *Session) checkPassword(ctx context.Context, req *protocol.Request, user, password string) (store.User, bool) {
+	s := x.s
+	addr := addrKey(x.addr)
+	try, perr := s.auth.logins.admit(user, addr)
+	if perr != nil {
+		x.fail(req, perr)
+		return store.User{}, false
+	}
+	if err := try.wait(ctx); err != nil {
+		x.busyOrUnavailable(req, err)
+		return store.User{}, false
+	}
+	u, err := s.cfg.Store.Get(ctx, user)
 	var good bool
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		// Same work, same queue as a wrong password, so timing does not
-		// tell them apart.
-		err = s.cfg.Hasher.VerifyUnknownFor(ctx, addr, req.Password)
+		err = s.cfg.Hasher.VerifyUnknownFor(ctx, addr, password)
 	case err == nil:
-		good, err = s.cfg.Hasher.VerifyFor(ctx, addr, u.Password, req.Password)
+		good, err = s.cfg.Hasher.VerifyFor(ctx, addr, u.Password, password)
 		if err != nil {
 			err = fmt.Errorf("verify password: %w", err)
 		}
@@ -179,17 +189,16 @@ func (x *Session) handleWhoami(req *protocol.Request) {
 	if err != nil {
 		try.abort()
 		x.busyOrUnavailable(req, err)
-		return
+		return store.User{}, false
 	}
 	if !good {
 		try.failed()
 		s.m.logins.WithLabelValues("failed").Inc()
-		x.fail(req, protocol.Errorf(protocol.ErrAuthFailed, "unknown user or wrong password"))
-		return
+		x.fail(req, errAuthFailed())
+		return store.User{}, false
 	}
 	try.succeeded()
-
-	x.installWith(ctx, req, u.Password, nil)
+	return u, true
 }
 
 // installWith makes x a device of req.User after its credential was
