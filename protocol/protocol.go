@@ -1,5 +1,5 @@
-// Package protocol is the umplug wire contract (v1, plus v2 sessions and
-// missed calls): the message types, the
+// Package protocol is the umplug wire contract (v2 without clusters: v1,
+// sessions, missed calls, WebRTC media): the message types, the
 // error codes, the close codes and the limits shared by the server, the Go
 // client and any third-party client. docs/protocol.md is its prose twin.
 //
