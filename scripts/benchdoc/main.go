@@ -217,6 +217,10 @@ func (d *doc) funcs() template.FuncMap {
 			}
 			return r.Header.Config[key], nil
 		},
+		// glass is the glass-to-glass browser test's figures (g2g.txt).
+		"glass": func() (*glass, error) { return loadGlass(d.dir) },
+		// baseline is the same-run comparison with BASELINE, or nil.
+		"baseline": d.loadComparison,
 		"seconds": func(name string) string {
 			b, _ := os.ReadFile(filepath.Join(d.dir, name+".seconds"))
 			return strings.TrimSpace(string(b))
