@@ -5,10 +5,12 @@
 # names), runs the go test benchmarks with -count 10 and benchstat, and
 # renders scripts/benchmarks.md.tmpl with scripts/benchdoc.
 #
-#   scripts/bench.sh                full size: about 15 minutes on 2 cores
+#   scripts/bench.sh                full size: about 17 minutes on 2 cores
 #                                   (10,000 argon2 logins for idle: ~5 min;
-#                                   the media buffer sweep, -count 10: ~5 min)
-#   QUICK=1 scripts/bench.sh        small counts, -count 3: under 2 minutes;
+#                                   the media buffer sweep, -count 10: ~5 min;
+#                                   webrtc with 100 calls and the browser
+#                                   glass-to-glass test: ~2 min)
+#   QUICK=1 scripts/bench.sh        small counts, -count 3: about 3 minutes;
 #                                   writes $TMPDIR/umplug-bench-quick.md,
 #                                   labelled QUICK (never docs/)
 #   OUT=path scripts/bench.sh       write the document there instead
@@ -17,7 +19,7 @@
 #                                   also build that commit (git worktree in
 #                                   the work dir) and compare server CPU per
 #                                   call setup, baseline vs this build, in the
-#                                   same run (alternating servers; ~2 min more)
+#                                   same run (alternating servers; ~3 min more)
 #
 # The webrtc scenario runs in a loopback-only network namespace
 # (unshare -n: needs root or unprivileged user namespaces). The
@@ -91,7 +93,7 @@ go build -o "$WORK/umplug" ./cmd/umplug
 if [ -n "$BASELINE" ]; then
   # The baseline's server only; the load generator is always this build.
   echo "bench.sh: building baseline $BASELINE into $WORK" >&2
-  git worktree add --detach "$WORK/baseline-src" "$BASELINE" >/dev/null 2>&1
+  git worktree add --quiet --detach "$WORK/baseline-src" "$BASELINE"
   (cd "$WORK/baseline-src" && go build -o "$WORK/umplug-baseline" ./cmd/umplug)
   git -C "$WORK/baseline-src" log -1 --format='%h %s' >"$WORK/reports/baseline.commit"
   git log -1 --format='%h %s' >"$WORK/reports/current.commit"

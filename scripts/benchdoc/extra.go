@@ -116,7 +116,8 @@ func mean(v []float64) float64 {
 // Table renders the comparison as a markdown table.
 func (c *comparison) Table() string {
 	var b strings.Builder
-	b.WriteString("| server CPU per setup | baseline `" + c.Baseline + "` | current `" + c.Current + "` | ratio current / baseline |\n|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| server CPU per setup | baseline `%s` | current `%s` | ratio current / baseline |\n|---|---|---|---|\n",
+		strings.Fields(c.Baseline + " ?")[0], strings.Fields(c.Current + " ?")[0])
 	runs := func(v []float64) string {
 		s := make([]string, len(v))
 		for i, x := range v {

@@ -92,7 +92,7 @@ func TestBaseline(t *testing.T) {
 	}
 	got := c.Table()
 	for _, want := range []string{
-		"baseline `9571b55 old` | current `574c029 new`",
+		"baseline `9571b55` | current `574c029`",
 		"| **110.0 µs** (runs: 100.0, 120.0) | **55.0 µs** (runs: 50.0, 60.0) | **0.50** |",
 		"| **40.0 µs** (runs: 40.0) | **40.0 µs** (runs: 40.0) | **1.00** |",
 	} {
