@@ -82,6 +82,8 @@ func loadGlass(dir string) (*glass, error) {
 	switch {
 	case skipped:
 		g.Note = "not measured in this run: the test skipped (" + lastLog + ")."
+	case !g.WebRTC.Found && !g.Relay.Found && status == "0":
+		g.Note = "not measured in this run: the test passed but printed no line benchdoc reads (did web/g2g_test.go's log wording change?)."
 	case !g.WebRTC.Found && !g.Relay.Found:
 		g.Note = fmt.Sprintf("not measured in this run: the test failed (exit status %s) before printing figures (its output: g2g.txt in the work dir, KEEP=1).", status)
 	default:

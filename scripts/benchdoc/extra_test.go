@@ -41,6 +41,7 @@ func TestGlass(t *testing.T) {
 		{"chromium missing", map[string]string{"g2g.skipped": "chromium not found\n"}, false, "chromium not found"},
 		{"not run", map[string]string{}, false, "no g2g.txt"},
 		{"skipped", map[string]string{"g2g.txt": "=== RUN   TestGlassToGlass\n    g2g_test.go:12: no chromium on PATH\n--- SKIP: TestGlassToGlass (0.00s)\n", "g2g.status": "0\n"}, false, "no chromium on PATH"},
+		{"no figure lines", map[string]string{"g2g.txt": "--- PASS: TestGlassToGlass (3.00s)\n", "g2g.status": "0\n"}, false, "log wording"},
 		{"failed early", map[string]string{"g2g.txt": "--- FAIL: TestGlassToGlass (3.00s)\n", "g2g.status": "1\n"}, false, "exit status 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
