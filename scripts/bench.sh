@@ -5,14 +5,26 @@
 # names), runs the go test benchmarks with -count 10 and benchstat, and
 # renders scripts/benchmarks.md.tmpl with scripts/benchdoc.
 #
-#   scripts/bench.sh                full size: about 15 minutes on 2 cores
+#   scripts/bench.sh                full size: about 17 minutes on 2 cores
 #                                   (10,000 argon2 logins for idle: ~5 min;
-#                                   the media buffer sweep, -count 10: ~5 min)
-#   QUICK=1 scripts/bench.sh        small counts, -count 3: under 2 minutes;
+#                                   the media buffer sweep, -count 10: ~5 min;
+#                                   webrtc with 100 calls and the browser
+#                                   glass-to-glass test: ~2 min)
+#   QUICK=1 scripts/bench.sh        small counts, -count 3: about 3 minutes;
 #                                   writes $TMPDIR/umplug-bench-quick.md,
 #                                   labelled QUICK (never docs/)
 #   OUT=path scripts/bench.sh       write the document there instead
 #   KEEP=1 scripts/bench.sh         keep the work dir (JSON reports, logs)
+#   BASELINE=<commit> scripts/bench.sh
+#                                   also build that commit (git worktree in
+#                                   the work dir) and compare server CPU per
+#                                   call setup, baseline vs this build, in the
+#                                   same run (alternating servers; ~3 min more)
+#
+# The webrtc scenario runs in a loopback-only network namespace
+# (unshare -n: needs root or unprivileged user namespaces). The
+# glass-to-glass browser test (go test ./web/ -run TestGlassToGlass) needs
+# chromium; without it the document says it was not measured.
 #
 # Run it on an otherwise idle machine: the server and the load generator
 # share its cores, and every figure is a measurement of both. Needs go,
@@ -41,6 +53,7 @@ if [ -n "$QUICK" ]; then
   PRES_PEERS=100 PRES_CHANGES=20
   FLOOD=100 FLOOD_DURATION=5s
   MEDIA_PAIRS=10 MEDIA_PACED_PAIRS=5
+  WEBRTC_PAIRS=5 WEBRTC_DURATION=3s
   COUNT=3 BENCHTIME=200ms
 else
   CALLS_DURATION=10s MEDIA_DURATION=10s
@@ -48,15 +61,21 @@ else
   PRES_PEERS=1000 PRES_CHANGES=200
   FLOOD=1000 FLOOD_DURATION=10s
   MEDIA_PAIRS=50 MEDIA_PACED_PAIRS=20
+  WEBRTC_PAIRS=100 WEBRTC_DURATION=10s
   COUNT=10 BENCHTIME=1s
 fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/umplug-bench.XXXXXX")"
 SERVER_PID=
+SERVER_BIN="$WORK/umplug"
+BASELINE="${BASELINE:-}"
 cleanup() {
   if [ -n "$SERVER_PID" ]; then
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [ -d "$WORK/baseline-src" ]; then
+    git worktree remove --force "$WORK/baseline-src" 2>/dev/null || true
   fi
   if [ -n "${KEEP:-}" ]; then
     echo "bench.sh: work dir kept: $WORK" >&2
@@ -71,6 +90,14 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 echo "bench.sh: building umplug into $WORK" >&2
 go build -o "$WORK/umplug" ./cmd/umplug
+if [ -n "$BASELINE" ]; then
+  # The baseline's server only; the load generator is always this build.
+  echo "bench.sh: building baseline $BASELINE into $WORK" >&2
+  git worktree add --quiet --detach "$WORK/baseline-src" "$BASELINE"
+  (cd "$WORK/baseline-src" && go build -o "$WORK/umplug-baseline" ./cmd/umplug)
+  git -C "$WORK/baseline-src" log -1 --format='%h %s' >"$WORK/reports/baseline.commit"
+  git log -1 --format='%h %s' >"$WORK/reports/current.commit"
+fi
 
 # start_server NAME [serve flags…]: a fresh server on a free loopback port;
 # sets SERVER_PID, SERVER_URL and, with -debug-addr, DEBUG_URL.
@@ -78,7 +105,7 @@ start_server() {
   local name=$1
   shift
   local log="$WORK/reports/$name.server.log"
-  "$WORK/umplug" serve -addr 127.0.0.1:0 -data "$WORK/data-$name" "$@" 2>"$log" &
+  "$SERVER_BIN" serve -addr 127.0.0.1:0 -data "$WORK/data-$name" "$@" 2>"$log" &
   SERVER_PID=$!
   SERVER_URL= DEBUG_URL=
   for _ in $(seq 100); do
@@ -142,6 +169,53 @@ scenario presence "" -scenario presence -peers "$PRES_PEERS" -changes "$PRES_CHA
 scenario login-flood "-msg-rate -1" -scenario login-flood -flood "$FLOOD" -pairs 20 -duration "$FLOOD_DURATION" -unpaced -sources 50
 scenario media "-msg-rate -1" -scenario media -pairs "$MEDIA_PAIRS" -duration "$MEDIA_DURATION" -unpaced
 scenario media-paced "" -scenario media -pairs "$MEDIA_PACED_PAIRS" -fps 30 -frame-bytes 10240 -duration "$MEDIA_DURATION"
+
+# webrtc: the scenario refuses to run unless loopback is the only interface
+# up, so server and load generator run in a private network namespace (the
+# binary is built; nothing inside needs the network). The inner shell gets
+# the functions and variables it needs exported, and kills its server if
+# the scenario fails.
+export WORK SERVER_BIN SERVER_PID WEBRTC_PAIRS WEBRTC_DURATION
+export -f scenario start_server stop_server
+unshare -n bash -c 'set -euo pipefail
+  trap '\''[ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null || true'\'' EXIT
+  ip link set lo up
+  scenario webrtc "" -scenario webrtc -pairs "$WEBRTC_PAIRS" -duration "$WEBRTC_DURATION"'
+# What a reader would type (the scenario wrote the commands without the namespace):
+cat >"$WORK/reports/webrtc.cmd" <<EOF
+unshare -n sh -c 'ip link set lo up
+  umplug serve & pid=\$!; sleep 1
+  umplug bench -scenario webrtc -pairs $WEBRTC_PAIRS -duration $WEBRTC_DURATION -pid \$pid
+  kill \$pid; wait'
+EOF
+
+# Glass-to-glass in the browser: the test logs its figures (median, p95,
+# accept to first frame) and benchdoc reads them from g2g.txt. A failure is
+# reported in the document, not fatal: the other figures stand.
+echo "go test -count=1 -run TestGlassToGlass -v ./web/" >"$WORK/reports/g2g.cmd"
+if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null; then
+  echo "bench.sh: go test -run TestGlassToGlass ./web/" >&2
+  status=0
+  go test -count=1 -run TestGlassToGlass -v ./web/ >"$WORK/reports/g2g.txt" 2>&1 || status=$?
+  echo "$status" >"$WORK/reports/g2g.status"
+else
+  echo "chromium not found" >"$WORK/reports/g2g.skipped"
+fi
+
+# Baseline comparison: the calls scenario, paced and unpaced, alternately
+# against the baseline's server and this build's (baseline, current,
+# baseline, current), so that both see the same machine load. Only flags
+# the baseline has (-msg-rate).
+if [ -n "$BASELINE" ]; then
+  for i in 1 2; do
+    for side in baseline current; do
+      if [ $side = baseline ]; then SERVER_BIN="$WORK/umplug-baseline"; else SERVER_BIN="$WORK/umplug"; fi
+      scenario "cmp-paced-$side-$i" "" -scenario calls -pairs 20 -duration "$CALLS_DURATION"
+      scenario "cmp-unpaced-$side-$i" "-msg-rate -1" -scenario calls -pairs 20 -duration "$CALLS_DURATION" -unpaced
+    done
+  done
+  SERVER_BIN="$WORK/umplug"
+fi
 
 # gotest NAME PKG BENCH: go test benchmarks, COUNT runs each, raw output
 # kept for benchstat; the command goes to NAME.cmd.

@@ -74,6 +74,7 @@ type report struct {
 		Config         map[string]any `json:"config"`
 	} `json:"header"`
 	Summary map[string]float64 `json:"summary"`
+	Result  map[string]any     `json:"result"`
 	Rows    []struct {
 		Metric string `json:"metric"`
 		Value  string `json:"value"`
@@ -216,6 +217,23 @@ func (d *doc) funcs() template.FuncMap {
 				return nil, err
 			}
 			return r.Header.Config[key], nil
+		},
+		// glass is the glass-to-glass browser test's figures (g2g.txt).
+		"glass": func() (*glass, error) { return loadGlass(d.dir) },
+		// baseline is the same-run comparison with BASELINE, or nil.
+		"baseline": d.loadComparison,
+		// result returns one field of a report's result (for figures the
+		// scenario keeps out of its configuration, e.g. webrtc's pairs).
+		"result": func(name, key string) (any, error) {
+			r, err := d.report(name)
+			if err != nil {
+				return nil, err
+			}
+			v, ok := r.Result[key]
+			if !ok {
+				return nil, fmt.Errorf("report %s has no result field %s", name, key)
+			}
+			return v, nil
 		},
 		"seconds": func(name string) string {
 			b, _ := os.ReadFile(filepath.Join(d.dir, name+".seconds"))
