@@ -161,10 +161,10 @@ scenario() {
 
 scenario calls-paced "" -scenario calls -pairs 20 -duration "$CALLS_DURATION"
 scenario calls "-msg-rate -1" -scenario calls -pairs 20 -duration "$CALLS_DURATION" -unpaced
-# idle: the server's pprof endpoint lets the load generator force a GC
-# before each memory reading (-gc-url), so that argon2 garbage left by the
-# logins does not land in the slope by chance.
-scenario idle "-debug-addr 127.0.0.1:0" -scenario idle -conns "$IDLE_CONNS" -settle "$IDLE_SETTLE" -sources 50 -gc-url '$DEBUG_URL/debug/pprof/heap?gc=1'
+# idle: the server's debug endpoint lets the load generator force a GC
+# and the return of freed memory to the OS before each memory reading
+# (-gc-url), so that argon2 arenas left by the logins stay out of the slope.
+scenario idle "-debug-addr 127.0.0.1:0" -scenario idle -conns "$IDLE_CONNS" -settle "$IDLE_SETTLE" -sources 50 -gc-url '$DEBUG_URL/debug/freeosmemory'
 scenario presence "" -scenario presence -peers "$PRES_PEERS" -changes "$PRES_CHANGES" -sources 20
 scenario login-flood "-msg-rate -1" -scenario login-flood -flood "$FLOOD" -pairs 20 -duration "$FLOOD_DURATION" -unpaced -sources 50
 scenario media "-msg-rate -1" -scenario media -pairs "$MEDIA_PAIRS" -duration "$MEDIA_DURATION" -unpaced

@@ -59,7 +59,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&c.Concurrency, "concurrency", 0, "logins in flight while connecting (default 64)")
 	fs.IntVar(&c.PID, "pid", 0, "server process id: read its CPU time from /proc (ns) instead of /metrics (10 ms), and its flags and build for the header")
 	fs.DurationVar(&c.Settle, "settle", 0, "idle: wait before each reading of server memory (default 5s), then until RSS is steady")
-	fs.StringVar(&c.GCURL, "gc-url", "", "idle: `URL` fetched before each memory reading to make the server collect garbage, e.g. http://127.0.0.1:6060/debug/pprof/heap?gc=1 (serve -debug-addr 127.0.0.1:6060)")
+	fs.StringVar(&c.GCURL, "gc-url", "", "idle: `URL` fetched before each memory reading to make the server collect garbage, e.g. http://127.0.0.1:6060/debug/freeosmemory (serve -debug-addr 127.0.0.1:6060)")
 	fs.DurationVar(&c.Timeout, "timeout", 0, "bound of one step: request or awaited event (default 10s; logins 10x)")
 	fs.StringVar(&c.Password, "password", "", "password of the bench users (default bench-password)")
 	fs.StringVar(&c.Prefix, "prefix", "", "prefix of the bench user names (default bench)")

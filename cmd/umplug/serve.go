@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -256,6 +257,14 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		dmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		dmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		dmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		// For memory measurements (umplug bench -scenario idle -gc-url):
+		// collect garbage and give freed memory back to the OS now, so
+		// that RSS shows what is live, not the argon2 arenas the runtime
+		// has not yet scavenged.
+		dmux.HandleFunc("/debug/freeosmemory", func(w http.ResponseWriter, r *http.Request) {
+			debug.FreeOSMemory()
+			io.WriteString(w, "ok\n")
+		})
 		go http.Serve(dln, dmux)
 		log.Info("serving pprof", "addr", dln.Addr().String())
 	}

@@ -194,7 +194,24 @@ func (g *gen) openIdle(ctx context.Context, kind string, from, to int, label str
 			label, c, n, float64(c)/time.Since(start).Seconds(), errs)
 	})
 	defer stop()
-	g.workers(ctx, n, func(j int) {
+	// Each user's first device first: it logs in with the password and
+	// the user's other devices then use its session (loginRaw).
+	var order []int
+	for pass := 0; pass < 2; pass++ {
+		for j := 0; j < n; j++ {
+			if first := (from+j)%devicesPerUser == 0; first == (pass == 0) {
+				order = append(order, j)
+			}
+		}
+	}
+	firsts := 0
+	for _, j := range order {
+		if (from+j)%devicesPerUser != 0 {
+			break
+		}
+		firsts++
+	}
+	login := func(j int) {
 		i := from + j
 		c, err := g.loginRaw(ctx, g.connSource(i), g.deviceUser(kind, i))
 		if err != nil {
@@ -207,7 +224,9 @@ func (g *gen) openIdle(ctx context.Context, kind string, from, to int, label str
 		c.discard()
 		conns[j] = c
 		ok.Add(1)
-	})
+	}
+	g.workers(ctx, firsts, func(k int) { login(order[k]) })
+	g.workers(ctx, n-firsts, func(k int) { login(order[firsts+k]) })
 	return conns, time.Since(start)
 }
 

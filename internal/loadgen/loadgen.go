@@ -113,7 +113,7 @@ type Config struct {
 	PID int
 	// GCURL, when set, is fetched before each of idle's memory readings to
 	// make the server collect garbage first, e.g.
-	// http://127.0.0.1:6060/debug/pprof/heap?gc=1 with umplug serve
+	// http://127.0.0.1:6060/debug/freeosmemory with umplug serve
 	// -debug-addr 127.0.0.1:6060. Without it, how much of the argon2
 	// memory the logins just used is still garbage in the heap at a
 	// reading is luck, and it moves the slope by tens of MiB over ΔN.
@@ -292,6 +292,8 @@ type gen struct {
 	metaURL  string
 	loopback bool   // the server is on loopback: source addresses may be chosen
 	nonce    string // tells this run's status strings from stale ones
+
+	sessions sync.Map // user name → session secret from its first login
 
 	regMu   sync.Mutex // guards regNext
 	regNext uint32     // next registration source address index

@@ -164,11 +164,20 @@ func (g *gen) loginRaw(ctx context.Context, src net.IP, user string) (*rawConn, 
 	}
 	lctx, cancel := context.WithTimeout(ctx, 10*g.cfg.Timeout)
 	defer cancel()
-	if _, err := c.request(lctx, map[string]any{
-		"type": protocol.TypeWhoami, "user": user, "password": g.cfg.Password,
-	}); err != nil {
+	// A user's first device logs in with the password, the others with the
+	// session it got (section 8): one argon2 hash per user, not per device,
+	// as real devices of one user would do.
+	msg := map[string]any{"type": protocol.TypeWhoami, "user": user, "password": g.cfg.Password}
+	if s, ok := g.sessions.Load(user); ok {
+		msg = map[string]any{"type": protocol.TypeWhoami, "user": user, "session": s.(string)}
+	}
+	res, err := c.request(lctx, msg)
+	if err != nil {
 		c.close()
 		return nil, fmt.Errorf("login %s: %w", user, err)
+	}
+	if res.Session != "" {
+		g.sessions.LoadOrStore(user, res.Session)
 	}
 	return c, nil
 }
