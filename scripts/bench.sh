@@ -85,6 +85,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$WORK/reports"
+cut -d" " -f1-3 /proc/loadavg > "$WORK/reports/load.start" 2>/dev/null || true
 START=$(date +%s)
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -244,6 +245,7 @@ gotest password ./internal/password/ 'HashOWASP'
 )
 
 echo $(($(date +%s) - START)) >"$WORK/reports/total.seconds"
+cut -d" " -f1-3 /proc/loadavg > "$WORK/reports/load.end" 2>/dev/null || true
 go run ./scripts/benchdoc -dir "$WORK/reports" -template scripts/benchmarks.md.tmpl \
   -out "$OUT" ${QUICK:+-quick}
 echo "bench.sh: wrote $OUT in $(($(date +%s) - START)) s" >&2

@@ -94,6 +94,9 @@ type doc struct {
 	MemTotal             string
 	Date                 string
 	TotalMinutes         string
+	// LoadStart and LoadEnd are the machine's load averages (1, 5, 15
+	// min) when the run started and ended: how busy it was besides.
+	LoadStart, LoadEnd string
 }
 
 func load(dir string, quick bool) (*doc, error) {
@@ -135,6 +138,14 @@ func load(dir string, quick bool) (*doc, error) {
 	d.GOMAXPROCS, d.NumCPU = h.GOMAXPROCS, h.NumCPU
 	d.MemTotal = memTotal()
 	d.Date = h.Time.Format("2006-01-02")
+	for _, l := range []struct {
+		file string
+		dst  *string
+	}{{"load.start", &d.LoadStart}, {"load.end", &d.LoadEnd}} {
+		if b, err := os.ReadFile(filepath.Join(dir, l.file)); err == nil {
+			*l.dst = strings.TrimSpace(string(b))
+		}
+	}
 	if b, err := os.ReadFile(filepath.Join(dir, "total.seconds")); err == nil {
 		if s, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
 			d.TotalMinutes = strconv.Itoa((s + 59) / 60)
