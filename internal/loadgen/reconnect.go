@@ -39,8 +39,8 @@ type ReconnectResult struct {
 	Down time.Duration `json:"down_ns"`
 	// Last is when the last device was back, after time zero.
 	Last time.Duration `json:"last_ns"`
-	// Curve[i] is how many devices were back at (i+1)×CurveStep.
-	Curve     []int         `json:"curve"`
+	// Curve is how many devices were back, about every CurveStep.
+	Curve     []CurvePoint  `json:"curve"`
 	CurveStep time.Duration `json:"curve_step_ns"`
 	// PeakRSS is the new server's highest process_resident_memory_bytes
 	// seen while the devices came back (read every CurveStep).
@@ -73,14 +73,21 @@ func (r *ReconnectResult) Rows() []Row {
 		{"failures (retried)", formatCounts(r.Failures), ""},
 	}
 	var b strings.Builder
-	for i, n := range r.Curve {
+	for i, pt := range r.Curve {
 		if i > 0 {
 			b.WriteString(" ")
 		}
-		fmt.Fprintf(&b, "%.2fs:%d", (time.Duration(i+1) * r.CurveStep).Seconds(), n)
+		fmt.Fprintf(&b, "%.2fs:%d", pt.At.Seconds(), pt.Back)
 	}
 	rows = append(rows, Row{"devices back vs time", b.String(), ""})
 	return rows
+}
+
+// CurvePoint is one point of the reconnect curve: Back devices were
+// identified again At after time zero.
+type CurvePoint struct {
+	At   time.Duration `json:"at_ns"`
+	Back int           `json:"back"`
 }
 
 // reconnDevice is one bench device across the restart.
@@ -221,6 +228,22 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 	const step = 250 * time.Millisecond
 	res := &ReconnectResult{Devices: identified, Users: users, Sources: g.cfg.Sources,
 		Setup: setup, Down: down, CurveStep: step}
+	// The RSS is read on its own goroutine: a scrape may take a while
+	// during the storm and must not delay the curve's points.
+	var peak atomic.Uint64
+	rssDone := make(chan struct{})
+	rssCtx, rssStop := context.WithCancel(ctx)
+	go func() {
+		defer close(rssDone)
+		for rssCtx.Err() == nil {
+			if m, err := g.scrape(rssCtx); err == nil {
+				if rss, ok := m.get("process_resident_memory_bytes"); ok && uint64(rss) > peak.Load() {
+					peak.Store(uint64(rss))
+				}
+			}
+			_ = sleep(rssCtx, step)
+		}
+	}()
 	tick := time.NewTicker(step)
 	defer tick.Stop()
 	deadline := t0.Add(60 * time.Second)
@@ -228,16 +251,17 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
+			rssStop()
 			return nil, ctx.Err()
 		}
-		res.Curve = append(res.Curve, int(back.Load()))
-		if m, err := g.scrape(ctx); err == nil {
-			if rss, ok := m.get("process_resident_memory_bytes"); ok && rss > res.PeakRSS {
-				res.PeakRSS = rss
-			}
-		}
+		res.Curve = append(res.Curve, CurvePoint{At: time.Since(t0), Back: int(back.Load())})
 	}
-	res.Curve = append(res.Curve, int(back.Load()))
+	if n := len(res.Curve); n == 0 || res.Curve[n-1].Back != int(back.Load()) {
+		res.Curve = append(res.Curve, CurvePoint{At: time.Since(t0), Back: int(back.Load())})
+	}
+	rssStop()
+	<-rssDone
+	res.PeakRSS = float64(peak.Load())
 	res.Back = int(back.Load())
 	var last int64
 	for _, at := range backAt {
