@@ -14,6 +14,10 @@
 //	webrtc       P WebRTC calls through the SFU (webrtc.go), 1 Mbit/s video
 //	             and audio each side: packets/s, loss, latency, CPU/packet;
 //	             only in a loopback-only network namespace
+//	reconnect    N identified devices (sessions), the server restarted
+//	             (-restart command, or by hand), every device back with its
+//	             session: devices back vs time, last one back, peak RSS
+//	             (reconnect.go)
 //
 // Users are created on the fly with reg-user (an existing name is fine, so
 // runs reuse them) and named <prefix>-<scenario>-…, all with one password.
