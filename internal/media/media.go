@@ -182,6 +182,7 @@ type side struct {
 	issued time.Time
 	conn   *websocket.Conn // set once at the hello, under Server.mu
 	mode   string          // protocol.MediaModeRelay or MediaModeWebRTC, set with conn
+	used   string          // the ticket conn presented (for MediaLost); a credential
 	rp     *rtcPeer        // webrtc: set while its ServeConn runs the peer connection
 	rtcUp  bool            // webrtc: its peer connection reached connected
 	// back ends the call if a side that dropped (conn nil while paired)
@@ -190,6 +191,10 @@ type side struct {
 	// live mirrors conn for the other side's relay, which checks it before
 	// every message without taking Server.mu.
 	live atomic.Pointer[websocket.Conn]
+	// wmu is held by the relay writing a message to this side: after a
+	// re-pair, the other side's old relay may still be finishing its last
+	// message when its new relay starts the next one.
+	wmu sync.Mutex
 }
 
 func (sd *side) peer() *side { return sd.call.sides[1-sd.idx] }
@@ -560,7 +565,7 @@ func (s *Server) hello(c *websocket.Conn, remote string) *side {
 	cl := sd.call
 	if cl.paired {
 		s.mu.Unlock()
-		if s.rejoin(sd, c, mode) {
+		if s.rejoin(sd, c, mode, h.Ticket) {
 			return sd
 		}
 		return nil
@@ -568,6 +573,7 @@ func (s *Server) hello(c *websocket.Conn, remote string) *side {
 	sd.conn = c
 	sd.live.Store(c)
 	sd.mode = mode
+	sd.used = h.Ticket
 	if other := sd.peer(); other.conn != nil && other.mode != mode {
 		// Both sides must speak the same mode; this one came second.
 		s.endLocked(cl, protocol.ReasonDisconnected)

@@ -59,6 +59,7 @@ func (s *Server) relay(src *side, c *websocket.Conn) (blamed *side, clean bool) 
 				return nil, true
 			}
 		}
+		dst.wmu.Lock()
 		w, err := dc.NextWriter(websocket.BinaryMessage)
 		if err == nil {
 			dw.c, dw.w, dw.err = dc, w, nil
@@ -67,17 +68,20 @@ func (s *Server) relay(src *side, c *websocket.Conn) (blamed *side, clean bool) 
 			n, err = io.CopyBuffer(dw, onlyReader{r}, *bufp)
 			relayBufs.Put(bufp)
 			if err != nil && dw.err == nil {
+				dst.wmu.Unlock()
 				return src, false // reading src failed mid-message
 			}
 			if err == nil {
 				_ = dc.SetWriteDeadline(time.Now().Add(s.writeTimeout))
 				if err = w.Close(); err == nil {
+					dst.wmu.Unlock()
 					s.m.frames.Inc()
 					s.m.bytes.Add(float64(n))
 					continue
 				}
 			}
 		}
+		dst.wmu.Unlock()
 		// Writing to dst failed.
 		if s.cut(dc, err) {
 			return dst, false

@@ -137,18 +137,19 @@ func (s *Server) lose(sd *side, c *websocket.Conn) {
 	sd.conn = nil
 	sd.live.Store(nil)
 	sd.rtcUp = false
+	used := sd.used
 	s.wakeLocked(cl)
 	s.expectBackLocked(sd)
 	s.mu.Unlock()
 	s.log.Info("media: side dropped, waiting for it to come back", "call", cl.id, "user", sd.user)
-	s.loser.MediaLost(cl.id, sd.user)
+	s.loser.MediaLost(cl.id, sd.user, used)
 }
 
 // rejoin joins c, the new connection of a rebound side, to its paired call:
 // "paired" again, then it becomes the side's connection (the other side's
 // relay writes to it from then on). It reports false (c answered or cut)
 // if it cannot.
-func (s *Server) rejoin(sd *side, c *websocket.Conn, mode string) bool {
+func (s *Server) rejoin(sd *side, c *websocket.Conn, mode, ticket string) bool {
 	cl := sd.call
 	rtc := mode == protocol.MediaModeWebRTC
 	if cl.webrtc != rtc {
@@ -175,7 +176,7 @@ func (s *Server) rejoin(sd *side, c *websocket.Conn, mode string) bool {
 	if sd.conn != nil {
 		_ = sd.conn.Close() // a connection of an older ticket
 	}
-	sd.conn, sd.mode = c, mode
+	sd.conn, sd.mode, sd.used = c, mode, ticket
 	sd.live.Store(c)
 	sd.rtcUp = false
 	if sd.back != nil {

@@ -27,6 +27,8 @@ type call struct {
 	// lost[i]: the other side was told that side i (0 caller, 1 callee) is
 	// reconnecting, and has not been told it resumed yet.
 	lost [2]bool
+	// tickets[i] is the latest media ticket of side i (pair or rebind).
+	tickets [2]string
 }
 
 // index returns 0 for the caller, 1 for the callee.
@@ -190,6 +192,7 @@ func (s *Server) pairLocked(c *call) {
 		{User: c.caller, Device: c.callerDev.device, Peer: c.callee, Ticket: newTicket()},
 		{User: c.callee, Device: c.calleeDev.device, Peer: c.caller, Ticket: newTicket()},
 	}}
+	c.tickets = [2]string{p.Sides[0].Ticket, p.Sides[1].Ticket}
 	s.cfg.Media.Pair(p)
 	s.m.calls.WithLabelValues("paired").Inc()
 	s.m.setup.Observe(float64(s.cfg.Clock.Now().UnixNano()-c.started) / 1e9)

@@ -206,6 +206,7 @@ func (s *Server) afterResumeLocked(x *Session, us *userState, replay [][]byte) {
 // with the other side's media; then d is told (force-call).
 func (s *Server) rebindLocked(c *call, d *Session) {
 	side := plug.Side{User: d.user, Device: d.device, Peer: c.other(d.user), Ticket: newTicket()}
+	c.tickets[c.index(d.user)] = side.Ticket
 	if rb, ok := s.cfg.Media.(plug.Rebinder); ok {
 		rb.Rebind(plug.Rebind{Call: c.id, Side: side})
 	}
@@ -219,8 +220,10 @@ func (s *Server) rebindLocked(c *call, d *Session) {
 // grace settles the call. If it is still open (or its drop is not noticed
 // yet), the device gets a fresh force-call at once to reconnect its media;
 // the media server ends the call if that media does not arrive in time.
-// Without resume (ResumeGrace < 0) the call ends at once (v1).
-func (s *Server) MediaLost(callID, user string) {
+// Without resume (ResumeGrace < 0) the call ends at once (v1). A report
+// about a connection whose ticket is no longer the side's latest (the side
+// was rebound since) is stale and ignored.
+func (s *Server) MediaLost(callID, user, ticket string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.calls[callID]
@@ -229,7 +232,7 @@ func (s *Server) MediaLost(callID, user string) {
 	}
 	d := c.device(user)
 	switch {
-	case d == nil:
+	case d == nil || ticket != c.tickets[c.index(user)]:
 	case s.cfg.ResumeGrace <= 0 || s.shutdown:
 		s.endCallLocked(c, user, protocol.ReasonDisconnected)
 	case d.inGrace:

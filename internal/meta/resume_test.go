@@ -430,3 +430,32 @@ func TestPasswdEndsDevicesInGrace(t *testing.T) {
 	}
 	noStatus(t, carol, "alice")
 }
+
+// TestMediaLost: a media connection of alice's dropped while her /meta is
+// open: she gets a fresh force-call at once (rebound first); a report about
+// the connection of an older ticket is stale and changes nothing; with
+// alice's /meta in grace, the report waits for her resume.
+func TestMediaLost(t *testing.T) {
+	ts, rr := newResumeServer(t, trio)
+	a, b, ta, _ := inCall(t, ts)
+	call := rr.pairs[0].Call
+	ts.MediaLost(call, "alice", ta)
+	fc := a.next(isType(protocol.TypeForceCall))
+	if rb, n := rr.lastRebind(); n != 1 || rb.Side.Ticket != fc.Ticket || fc.Ticket == ta {
+		t.Fatalf("force-call %+v, rebinds %d", fc, n)
+	}
+	ts.MediaLost(call, "alice", ta) // stale: alice was rebound since
+	noStatus(t, a, "bob")
+	if _, n := rr.lastRebind(); n != 1 {
+		t.Fatalf("%d rebinds after a stale report, want 1", n)
+	}
+	a.drop()
+	b.next(isType(protocol.TypeReconnecting))
+	ts.MediaLost(call, "alice", fc.Ticket)
+	if _, n := rr.lastRebind(); n != 1 {
+		t.Fatalf("%d rebinds while in grace, want 1", n)
+	}
+	if _, unpairs := rr.counts(); unpairs != 0 {
+		t.Fatalf("%d unpairs", unpairs)
+	}
+}

@@ -50,9 +50,12 @@ type Rebinder interface {
 // connection dropped (no clean close from the device) a grace window to
 // come back, instead of ending the call at once. The media side keeps the
 // call and the other side's connection open; the metadata server later
-// either sends a Rebind for that side or an Unpair.
+// either sends a Rebind for that side or an Unpair. ticket is the one the
+// lost connection presented: a report about a connection older than the
+// side's latest Rebind is stale and ignored. It is a credential: never log
+// it.
 type MediaLoser interface {
-	MediaLost(call, user string)
+	MediaLost(call, user, ticket string)
 }
 
 // Media consumes pair and unpair events. Implementations must not block for

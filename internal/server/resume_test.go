@@ -217,3 +217,45 @@ func TestResumeRelayGraceOver(t *testing.T) {
 		t.Fatalf("bob's media: %v", err)
 	}
 }
+
+// TestResumeRaceAndRingingOverSockets: over real sockets, two connections
+// resume one dropped device at once: exactly one gets it; and a callee
+// device that drops while ringing keeps the call ringing: resumed, it rings
+// again and answers.
+func TestResumeRaceAndRingingOverSockets(t *testing.T) {
+	s := servertest.Start(t, &servertest.Options{ResumeGrace: time.Minute})
+	mutualBye(t, s, "alice", "bob")
+	b := dial(t, s, nil)
+	b.name = "bob"
+	fb := b.ok(map[string]any{"type": "whoami", "user": "bob", "password": pw})
+	a := login(t, s, "alice")
+	b.expect("status", "alice", "", "")
+	a.ok(map[string]any{"type": "call", "user": "alice", "peer": "bob"})
+	ring := b.event()
+	b.c.NetConn().Close()
+
+	n1, n2 := dial(t, s, nil), dial(t, s, nil)
+	n1.name, n2.name = "bob", "bob"
+	msg := map[string]any{"type": "whoami", "user": "bob", "session": fb.Session, "resume": fb.Device}
+	n1.send(msg)
+	msg2 := map[string]any{"type": "whoami", "user": "bob", "session": fb.Session, "resume": fb.Device}
+	n2.send(msg2)
+	r1, r2 := n1.next(), n2.next()
+	if !r1.OK || !r2.OK || (r1.Device == fb.Device) == (r2.Device == fb.Device) {
+		t.Fatalf("racing resumes: %s / %s; want exactly one with device %s", r1.raw, r2.raw, fb.Device)
+	}
+	winner := n1
+	if r2.Device == fb.Device {
+		winner = n2
+	}
+	again := winner.event()
+	if again.Type != protocol.TypeCall || again.User != "alice" || again.Tx != ring.Tx {
+		t.Fatalf("want the call ringing again, got %s", again.raw)
+	}
+	winner.ok(map[string]any{"type": "accept", "user": "bob", "peer": "alice", "tx": ring.Tx})
+	a.expect("accept", "bob", "alice", "")
+	if f := a.event(); f.Type != protocol.TypeForceCall {
+		t.Fatalf("want force-call, got %s", f.raw)
+	}
+	a.quiet()
+}

@@ -225,8 +225,8 @@ func (t tee) Rebind(r plug.Rebind) {
 
 type lateEnder struct{ s *meta.Server }
 
-func (l *lateEnder) EndCall(call, user, reason string) { l.s.EndCall(call, user, reason) }
-func (l *lateEnder) MediaLost(call, user string)       { l.s.MediaLost(call, user) }
+func (l *lateEnder) EndCall(call, user, reason string)   { l.s.EndCall(call, user, reason) }
+func (l *lateEnder) MediaLost(call, user, ticket string) { l.s.MediaLost(call, user, ticket) }
 
 // Handler returns the HTTP handler of the whole service, behind the Host
 // check. Prefer HTTPServer, which also has the timeouts and connection
