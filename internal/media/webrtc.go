@@ -587,7 +587,9 @@ func (p *rtcPeer) onState(st webrtc.PeerConnectionState) {
 		p.lifeMu.Lock()
 		ours := p.closed
 		p.lifeMu.Unlock()
-		if !ours {
+		if !ours && p.s.current(p.sd, p.conn) {
+			// (Not current: the side was rebound or lost, resume.go; its
+			// device closing the old connection ends nothing.)
 			p.log.Info("media: peer connection closed by the device")
 			p.s.fail(p.sd.call, p.sd.user)
 		}
