@@ -165,6 +165,7 @@ type call struct {
 	arrived int
 	timer   clock.Timer   // MediaWait; nil once both arrived
 	paired  bool          // ready was closed (counted in the active gauge)
+	joined  bool          // both sides were there once: a side's later connection rejoins (resume.go)
 	ended   bool          // torn down; set once
 	webrtc  bool          // a side arrived in webrtc mode (the other must too)
 	ready   chan struct{} // closed when both sides got "paired": relay now
@@ -563,7 +564,7 @@ func (s *Server) hello(c *websocket.Conn, remote string) *side {
 		return nil
 	}
 	cl := sd.call
-	if cl.paired {
+	if cl.joined {
 		s.mu.Unlock()
 		if s.rejoin(sd, c, mode, h.Ticket) {
 			return sd
@@ -591,6 +592,11 @@ func (s *Server) hello(c *websocket.Conn, remote string) *side {
 		cl.timer.Stop()
 		cl.timer = nil
 	}
+	var conns [2]*websocket.Conn
+	if both {
+		cl.joined = true
+		conns = [2]*websocket.Conn{cl.sides[0].conn, cl.sides[1].conn}
+	}
 	s.mu.Unlock()
 	if s.hooks.arrived != nil {
 		s.hooks.arrived(cl.id, arrived)
@@ -598,18 +604,25 @@ func (s *Server) hello(c *websocket.Conn, remote string) *side {
 	s.log.Debug("media: side connected", "call", cl.id, "user", sd.user)
 
 	if both {
-		s.announce(cl)
+		s.announce(cl, conns)
 	}
 	return sd
 }
 
-// announce sends "paired" to both sides, then lets both relay. It runs on
-// the goroutine of the second side to arrive, before either relay starts,
-// so it is the only data writer of both connections at that time.
-func (s *Server) announce(cl *call) {
-	for _, sd := range cl.sides {
-		_ = sd.conn.SetWriteDeadline(time.Now().Add(s.writeTimeout))
-		if err := sd.conn.WriteJSON(protocol.Paired{Type: protocol.TypePaired, Peer: sd.peer().user}); err != nil {
+// announce sends "paired" to both sides' connections (as they were when
+// the pairing was decided), then lets both relay. It runs on the goroutine
+// of the second side to arrive, before either relay starts, so it is the
+// only data writer of both connections at that time. A connection a
+// rebind replaced meanwhile (resume.go) is skipped: its successor gets
+// "paired" when it rejoins.
+func (s *Server) announce(cl *call, conns [2]*websocket.Conn) {
+	for i, sd := range cl.sides {
+		c := conns[i]
+		_ = c.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+		if err := c.WriteJSON(protocol.Paired{Type: protocol.TypePaired, Peer: sd.peer().user}); err != nil {
+			if !s.current(sd, c) {
+				continue
+			}
 			s.fail(cl, sd.user)
 			return
 		}

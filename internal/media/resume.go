@@ -82,7 +82,7 @@ func (s *Server) Rebind(r plug.Rebind) {
 		sd.conn = nil
 		sd.live.Store(nil)
 		sd.rtcUp = false
-		if !cl.paired {
+		if !cl.joined {
 			cl.arrived--
 		}
 		s.wakeLocked(cl)
@@ -98,7 +98,7 @@ var _ plug.Rebinder = (*Server)(nil)
 func (s *Server) isPaired(cl *call) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return cl.paired
+	return cl.joined
 }
 
 // wakeLocked wakes the relays waiting for a side of cl to change.

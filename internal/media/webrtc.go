@@ -606,8 +606,11 @@ func (s *Server) rtcConnected(p *rtcPeer) {
 		return
 	}
 	p.sd.rtcUp = true
-	rejoined := cl.paired
+	rejoined := cl.joined
 	both := cl.sides[0].rtcUp && cl.sides[1].rtcUp
+	if both {
+		cl.joined = true
+	}
 	if both && cl.timer != nil {
 		cl.timer.Stop()
 		cl.timer = nil

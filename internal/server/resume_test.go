@@ -233,6 +233,9 @@ func TestResumeRaceAndRingingOverSockets(t *testing.T) {
 	a.ok(map[string]any{"type": "call", "user": "alice", "peer": "bob"})
 	ring := b.event()
 	b.c.NetConn().Close()
+	// A resume that arrives before the server noticed the drop of a
+	// connection that spoke a moment ago gets a new id (section 8): wait.
+	eventually(t, func() bool { return s.Server.Meta().Stats().Conns == 1 })
 
 	n1, n2 := dial(t, s, nil), dial(t, s, nil)
 	n1.name, n2.name = "bob", "bob"
