@@ -50,6 +50,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -120,6 +121,7 @@ type Config struct {
 // Server is the media server. It is safe for concurrent use.
 type Server struct {
 	ender        plug.CallEnder
+	loser        plug.MediaLoser // nil: a dropped side ends its call (v1)
 	clock        clock.Clock
 	ticketTTL    time.Duration
 	mediaWait    time.Duration
@@ -163,10 +165,12 @@ type call struct {
 	arrived int
 	timer   clock.Timer   // MediaWait; nil once both arrived
 	paired  bool          // ready was closed (counted in the active gauge)
+	joined  bool          // both sides were there once: a side's later connection rejoins (resume.go)
 	ended   bool          // torn down; set once
 	webrtc  bool          // a side arrived in webrtc mode (the other must too)
 	ready   chan struct{} // closed when both sides got "paired": relay now
 	done    chan struct{} // closed when the call is torn down
+	changed chan struct{} // closed (and replaced) when a side's conn changes: relays waiting for a side wake up
 	rtc     rtcCall       // WebRTC forwarding state; has its own locks
 }
 
@@ -179,8 +183,19 @@ type side struct {
 	issued time.Time
 	conn   *websocket.Conn // set once at the hello, under Server.mu
 	mode   string          // protocol.MediaModeRelay or MediaModeWebRTC, set with conn
+	used   string          // the ticket conn presented (for MediaLost); a credential
 	rp     *rtcPeer        // webrtc: set while its ServeConn runs the peer connection
 	rtcUp  bool            // webrtc: its peer connection reached connected
+	// back ends the call if a side that dropped (conn nil while paired)
+	// or was rebound does not connect again within MediaWait.
+	back clock.Timer
+	// live mirrors conn for the other side's relay, which checks it before
+	// every message without taking Server.mu.
+	live atomic.Pointer[websocket.Conn]
+	// wmu is held by the relay writing a message to this side: after a
+	// re-pair, the other side's old relay may still be finishing its last
+	// message when its new relay starts the next one.
+	wmu sync.Mutex
 }
 
 func (sd *side) peer() *side { return sd.call.sides[1-sd.idx] }
@@ -195,8 +210,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	loser, _ := cfg.Ender.(plug.MediaLoser)
 	s := &Server{
 		ender:        cfg.Ender,
+		loser:        loser,
 		clock:        cfg.Clock,
 		ticketTTL:    cfg.TicketTTL,
 		mediaWait:    cfg.MediaWait,
@@ -255,7 +272,7 @@ func (s *Server) Pair(p plug.Pair) {
 		return
 	}
 	now := s.clock.Now()
-	cl := &call{id: p.Call, ready: make(chan struct{}), done: make(chan struct{})}
+	cl := &call{id: p.Call, ready: make(chan struct{}), done: make(chan struct{}), changed: make(chan struct{})}
 	for i, ps := range p.Sides {
 		sd := &side{call: cl, idx: i, user: ps.User, ticket: ps.Ticket, issued: now}
 		cl.sides[i] = sd
@@ -319,6 +336,10 @@ func (s *Server) endLocked(cl *call, reason string) {
 	}
 	s.endRTCLocked(cl)
 	for _, sd := range cl.sides {
+		if sd.back != nil {
+			sd.back.Stop()
+			sd.back = nil
+		}
 		if sd.ticket != "" && s.tickets[sd.ticket] == sd {
 			delete(s.tickets, sd.ticket)
 		}
@@ -422,9 +443,15 @@ func (s *Server) ServeConn(ctx context.Context, c *websocket.Conn) {
 	}
 	cl := sd.call
 	if sd.mode == protocol.MediaModeWebRTC {
-		if blamed := s.serveRTC(sd); blamed != nil {
+		blamed, clean := s.serveRTC(sd)
+		switch {
+		case blamed != nil && !s.current(sd, c):
+			// Rebound: a newer connection of this side took over.
+		case blamed != nil && !clean && s.loser != nil && s.isPaired(cl):
+			s.lose(sd, c) // dropped: the side may come back (resume.go)
+		case blamed != nil:
 			s.fail(cl, blamed.user)
-		} else {
+		default:
 			// The call ended first: wait for the reply to our close frame
 			// (a no-op when the signalling loop already read it).
 			s.drain(c)
@@ -440,12 +467,29 @@ func (s *Server) ServeConn(ctx context.Context, c *websocket.Conn) {
 		s.fail(cl, sd.user)
 		return
 	}
-	blamed := s.relay(sd, sd.peer())
-	s.fail(cl, blamed.user)
-	if blamed != sd {
-		// Our read side is intact: wait for the device's close reply.
-		s.drain(c)
+	blamed, clean := s.relay(sd, c)
+	switch {
+	case blamed == nil:
+		s.drain(c) // the call ended
+	case !s.current(sd, c):
+		// Rebound: a newer connection of this side took over.
+	case blamed == sd && !clean && s.loser != nil:
+		// Dropped without a close frame: the side may come back (resume).
+		s.lose(sd, c)
+	default:
+		s.fail(cl, blamed.user)
+		if blamed != sd {
+			// Our read side is intact: wait for the device's close reply.
+			s.drain(c)
+		}
 	}
+}
+
+// current reports whether c is still sd's connection.
+func (s *Server) current(sd *side, c *websocket.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return sd.conn == c
 }
 
 type remoteKey struct{}
@@ -520,8 +564,17 @@ func (s *Server) hello(c *websocket.Conn, remote string) *side {
 		return nil
 	}
 	cl := sd.call
+	if cl.joined {
+		s.mu.Unlock()
+		if s.rejoin(sd, c, mode, h.Ticket) {
+			return sd
+		}
+		return nil
+	}
 	sd.conn = c
+	sd.live.Store(c)
 	sd.mode = mode
+	sd.used = h.Ticket
 	if other := sd.peer(); other.conn != nil && other.mode != mode {
 		// Both sides must speak the same mode; this one came second.
 		s.endLocked(cl, protocol.ReasonDisconnected)
@@ -539,6 +592,11 @@ func (s *Server) hello(c *websocket.Conn, remote string) *side {
 		cl.timer.Stop()
 		cl.timer = nil
 	}
+	var conns [2]*websocket.Conn
+	if both {
+		cl.joined = true
+		conns = [2]*websocket.Conn{cl.sides[0].conn, cl.sides[1].conn}
+	}
 	s.mu.Unlock()
 	if s.hooks.arrived != nil {
 		s.hooks.arrived(cl.id, arrived)
@@ -546,18 +604,25 @@ func (s *Server) hello(c *websocket.Conn, remote string) *side {
 	s.log.Debug("media: side connected", "call", cl.id, "user", sd.user)
 
 	if both {
-		s.announce(cl)
+		s.announce(cl, conns)
 	}
 	return sd
 }
 
-// announce sends "paired" to both sides, then lets both relay. It runs on
-// the goroutine of the second side to arrive, before either relay starts,
-// so it is the only data writer of both connections at that time.
-func (s *Server) announce(cl *call) {
-	for _, sd := range cl.sides {
-		_ = sd.conn.SetWriteDeadline(time.Now().Add(s.writeTimeout))
-		if err := sd.conn.WriteJSON(protocol.Paired{Type: protocol.TypePaired, Peer: sd.peer().user}); err != nil {
+// announce sends "paired" to both sides' connections (as they were when
+// the pairing was decided), then lets both relay. It runs on the goroutine
+// of the second side to arrive, before either relay starts, so it is the
+// only data writer of both connections at that time. A connection a
+// rebind replaced meanwhile (resume.go) is skipped: its successor gets
+// "paired" when it rejoins.
+func (s *Server) announce(cl *call, conns [2]*websocket.Conn) {
+	for i, sd := range cl.sides {
+		c := conns[i]
+		_ = c.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+		if err := c.WriteJSON(protocol.Paired{Type: protocol.TypePaired, Peer: sd.peer().user}); err != nil {
+			if !s.current(sd, c) {
+				continue
+			}
 			s.fail(cl, sd.user)
 			return
 		}
