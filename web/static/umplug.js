@@ -224,6 +224,8 @@ export class UmplugClient extends EventTarget {
     this.user = null
     /** The server-assigned device id (after login), else null. */
     this.device = null
+    /** The session from the last login (null before, or after logout). */
+    this.session = null
     /** True once the /meta connection has closed. */
     this.closed = false
     this._ws = ws
@@ -236,9 +238,16 @@ export class UmplugClient extends EventTarget {
     ws.addEventListener('close', (ev) => this._onClose(ev))
   }
 
-  /** Ends the connection; pending requests reject with code 'closed'. */
-  close () {
-    if (this._ws.readyState <= 1) this._ws.close(1000, 'bye')
+  /**
+   * Ends the connection; pending requests reject with code 'closed'. Close
+   * code 1000 (the default) tells the server this device is gone for good:
+   * it keeps no resume window for it (PROTOCOL.md §8). A page that unloads
+   * closes with 1001 by itself, which leaves the window open.
+   * @param {number} [code] 1000, or 3000–4999
+   * @param {string} [reason]
+   */
+  close (code = 1000, reason = 'bye') {
+    if (this._ws.readyState <= 1) this._ws.close(code, reason)
   }
 
   // ---- requests ----------------------------------------------------------
@@ -305,15 +314,78 @@ export class UmplugClient extends EventTarget {
    * @param {string} user
    * @param {string} password
    */
-  async login (user, password) {
-    const res = await this.request('whoami', { user, password })
-    this.user = user
-    this.device = res.device || null
-    return res
+  async login (user, password, opts = {}) {
+    return this._identify({ user, password }, opts)
   }
 
   /** Alias of login, named like the protocol message. */
-  whoami (user, password) { return this.login(user, password) }
+  whoami (user, password, opts) { return this.login(user, password, opts) }
+
+  /**
+   * Identifies this connection with a session (PROTOCOL.md §8) instead of
+   * the password: no password hashing on the server. An unknown, expired or
+   * revoked session rejects with code 'auth-failed', like a wrong password.
+   * `opts.resume`: the device id this device had before; within the
+   * server's grace window the connection takes that device's place (same
+   * device id, presence, and call: a fresh force-call follows). The result's
+   * `resumed` is true when it did.
+   * @param {string} user
+   * @param {string} session
+   * @param {{resume?: string}} [opts]
+   */
+  loginSession (user, session, opts = {}) {
+    return this._identify({ user, session }, opts)
+  }
+
+  async _identify (fields, opts) {
+    const msg = { ...fields }
+    if (opts && opts.resume) msg.resume = opts.resume
+    const res = await this.request('whoami', msg)
+    this.user = fields.user
+    this.device = res.device || null
+    /** The session the server gave (keep it to log in again without the password). */
+    this.session = res.session || fields.session || null
+    res.resumed = !!(opts && opts.resume && res.device === opts.resume)
+    return res
+  }
+
+  /**
+   * Changes the password (PROTOCOL.md §8). Every session of the user is
+   * revoked and their other connections closed (1008 'password changed');
+   * this connection stays identified and gets a fresh session
+   * (`client.session`, also in the result).
+   * @param {string} password the current password
+   * @param {string} newPassword 8–1024 bytes
+   */
+  async passwd (password, newPassword) {
+    const res = await this.request('passwd', { user: this.user, password, new: newPassword })
+    if (res.session) this.session = res.session
+    return res
+  }
+
+  /**
+   * Revokes this connection's session (the connection stays identified
+   * until it closes: call close() after it to be gone).
+   */
+  async logout () {
+    const res = await this.request('logout', { user: this.user })
+    this.session = null
+    return res
+  }
+
+  /**
+   * Lists the calls this user missed, newest first (PROTOCOL.md §9):
+   * `[{user: caller, at: RFC 3339, reason}]`. With `clear: true` the list
+   * is emptied after it is returned.
+   * @param {{clear?: boolean}} [opts]
+   * @returns {Promise<Array<{user: string, at: string, reason: string}>>}
+   */
+  async missedCalls (opts = {}) {
+    const fields = { user: this.user }
+    if (opts.clear) fields.clear = true
+    const res = await this.request('missed-calls', fields)
+    return res.calls || []
+  }
 
   /** Adds peers (contacts); unknown names reject with code 'not-found' and `.missing`. @param {string[]} peers */
   addPeers (peers) { return this.request('add-peers', { user: this.user, peers }) }
