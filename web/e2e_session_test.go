@@ -48,7 +48,9 @@ func newRestartable(t *testing.T) *restartable {
 }
 
 // URL is the page URL as browsers use it (localhost: a secure context).
-func (r *restartable) URL() string { return "http://localhost:" + r.addr[strings.LastIndex(r.addr, ":")+1:] }
+func (r *restartable) URL() string {
+	return "http://localhost:" + r.addr[strings.LastIndex(r.addr, ":")+1:]
+}
 
 func (r *restartable) start() {
 	t := r.t
