@@ -430,7 +430,7 @@ async function tryReconnect () {
   } catch (err) {
     if (client && app.client === client) {
       app.client = null // closed on purpose: onClosed must not schedule again
-      client.close(1000, 'retry')
+      client.close(4000, 'retry') // not 1000: a whoami that resumed but answered too late keeps its window
     }
     if (app.session !== s) return
     if (err instanceof UmplugError && err.code === 'auth-failed') {
