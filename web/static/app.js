@@ -141,12 +141,22 @@ function setPhase (text) { $('#call-phase').textContent = text }
 // Reconnecting: exponential backoff with full jitter. Attempt n waits a
 // random time in [0, min(cap, base·2ⁿ)), so that 10,000 tabs dropped by one
 // server restart come back spread over seconds, not in the same instant.
+//
+// A device in a call that dropped by itself (no word from the server) has
+// only the server's resume window (20 s, PROTOCOL.md §8) to come back with
+// its call: during that window its waits are capped at 2 s. A server that
+// shuts down says so (1001) and ends the calls first, so a restart storm
+// gets the full backoff.
 const BACKOFF_BASE_MS = 500
 const BACKOFF_CAP_MS = 30000
+const RESUME_CAP_MS = 2000
+const RESUME_WINDOW_MS = 20000
 
 /** backoffDelay is how long to wait before reconnect attempt n (0-based). */
 function backoffDelay (attempt) {
-  return Math.random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.min(attempt, 20))
+  const resuming = !!app.call && app.droppedAt && Date.now() - app.droppedAt < RESUME_WINDOW_MS
+  const cap = resuming ? RESUME_CAP_MS : BACKOFF_CAP_MS
+  return Math.random() * Math.min(cap, BACKOFF_BASE_MS * 2 ** Math.min(attempt, 20))
 }
 
 // Where the login survives a reload. The session (a secret that logs this
@@ -197,7 +207,7 @@ async function ensureClient () {
   client.addEventListener('cancel', onCancelled)
   client.addEventListener('unpair', onUnpaired)
   client.addEventListener('force-call', onForceCall)
-  client.addEventListener('reconnecting', (e) => { if (app.call && e.detail.user === app.call.peer) { app.call.peerReconnecting = true; renderStage() } })
+  client.addEventListener('reconnecting', (e) => { if (app.call && e.detail.user === app.call.peer) { app.call.peerReconnecting = true; app.call.peerDrops++; renderStage() } })
   client.addEventListener('resumed', (e) => { if (app.call && e.detail.user === app.call.peer) { app.call.peerReconnecting = false; renderStage() } })
   client.addEventListener('missed-call', onMissedCall)
   client.addEventListener('media-state', (e) => { if (app.call) { app.call.ice = e.detail.iceConnectionState; renderStage() } })
@@ -376,6 +386,13 @@ function onClosed (client, detail) {
     signedOut('Your password was changed (here, on another device, or by the administrator). Please log in with the new password.')
     return
   }
+  if (detail && detail.code === 1008 && /resumed/i.test(detail.reason || '')) {
+    // Another connection took this device over (a duplicated tab carries
+    // our device id): come back as a new device, without the call.
+    app.device = null
+    try { sessionStorage.removeItem(DEVICE_KEY) } catch { /* nothing stored */ }
+    if (app.call) endCall(`The call with “${app.call.peer}” moved to another tab or window.`)
+  }
   if (!app.session || !app.creds) { // not logged in: nothing to come back to
     if (app.state !== 'logged-out') setState('logged-out')
     return
@@ -383,6 +400,7 @@ function onClosed (client, detail) {
   // Logged in: keep what is on screen (the call too: the server keeps it
   // for a short while, PROTOCOL.md §8) and come back by ourselves.
   app.offline = true
+  app.droppedAt = detail && detail.code === 1001 ? 0 : Date.now() // 1001: the server went away on purpose
   if (app.call) {
     app.call.reconnecting = true
     renderStage()
@@ -994,6 +1012,7 @@ function newCall (peer, tx, role) {
     remoteTrackMuted: false, // the peer's video track says muted
     remoteBlack: false, // the peer's picture is all black (relay camera off)
     peerReconnecting: false, // /meta: the peer's device dropped and may resume
+    peerDrops: 0, // how many times the peer dropped and (maybe) came back during this call
     reconnecting: false, // our connection dropped (or the media did): waiting for a fresh force-call
     ice: null
   }
