@@ -489,6 +489,32 @@ function reconnectNow () {
   if (app.retry.timer) tryReconnect()
 }
 
+/**
+ * onOnline is the browser's online event (a network came back, or the
+ * device moved to another one): retry at once if reconnecting; if the
+ * connection looks open, make sure it still is. A socket on a network that
+ * went away can stay "open" for minutes with nothing arriving (browsers do
+ * not close it, and a page cannot ping): a request that gets no answer
+ * within 5 s means it is dead, and the app reconnects (and resumes).
+ */
+async function onOnline () {
+  if (app.retry.timer) { tryReconnect(); return }
+  const client = app.client
+  if (!client || client.closed || !app.creds) return
+  const answered = await Promise.race([
+    client.peersOnline().then(() => true, (err) => err.code !== 'closed' && err.code !== 'timeout'),
+    new Promise((resolve) => setTimeout(() => resolve(false), LIVENESS_MS))
+  ])
+  if (!answered && app.client === client) abandon(client)
+}
+const LIVENESS_MS = 5000
+
+/** abandon gives a connection up as dead: reconnect now, without waiting for its close. */
+function abandon (client) {
+  client.close(4000, 'dead') // not 1000: the device wants to resume
+  onClosed(client, { code: 4000, reason: 'no answer' })
+}
+
 // ---- missed calls --------------------------------------------------------------
 
 async function loadMissed () {
@@ -1479,7 +1505,7 @@ function wire () {
   })
   $('#btn-logout').addEventListener('click', logout)
   $('#btn-reconnect-now').addEventListener('click', reconnectNow)
-  window.addEventListener('online', reconnectNow)
+  window.addEventListener('online', onOnline)
   $('#btn-missed').addEventListener('click', () => togglePanel('#missed'))
   $('#btn-missed-close').addEventListener('click', closePanels)
   $('#btn-missed-clear').addEventListener('click', clearMissed)
