@@ -629,6 +629,13 @@ export class MediaHandle extends EventTarget {
         if (typeof ev.data === 'string') {
           let msg
           try { msg = JSON.parse(ev.data) } catch { return }
+          if (msg && msg.type === 'paired' && paired) {
+            // Paired again: the peer's media reconnected (a resume,
+            // PROTOCOL.md §8). Its new connection needs a stream that starts
+            // with a WebM header: start recording afresh.
+            this._restartRecording()
+            return
+          }
           if (msg && msg.type === 'paired' && !paired) {
             paired = true
             this._paired = true
@@ -680,6 +687,7 @@ export class MediaHandle extends EventTarget {
     })
     this._recorder = rec
     rec.addEventListener('dataavailable', (ev) => {
+      if (rec !== this._recorder) return // a replaced recorder's last chunk: not a stream start
       if (!ev.data || ev.data.size === 0 || this._stopped || this._ws.readyState !== 1) return
       // A Blob is sent as one binary frame, in order, without copying it
       // into script memory first.
@@ -689,6 +697,16 @@ export class MediaHandle extends EventTarget {
     })
     rec.start(this._timeslice)
     this.startedAt = Date.now()
+  }
+
+  /** _restartRecording starts a new recording (a new WebM stream with its header). */
+  _restartRecording () {
+    const old = this._recorder
+    if (!old || this._stopped) return
+    this._recorder = null
+    try { old.stop() } catch { /* stopped */ }
+    this._stats.restarts = (this._stats.restarts || 0) + 1
+    this._startRecording()
   }
 
   // ---- receiving ---------------------------------------------------------
@@ -710,6 +728,17 @@ export class MediaHandle extends EventTarget {
 
   _receive (buf) {
     if (!this._ms || this._stopped) return
+    // Chrome's recorder sends the very first byte of a stream (0x1A) as a
+    // chunk of its own: frames under 4 bytes wait for the next one, so that
+    // a stream's start is always seen whole (isWebMStart).
+    if (this._carry) {
+      buf = concat([this._carry, buf])
+      this._carry = null
+    }
+    if (buf.byteLength < 4) {
+      this._carry = buf
+      return
+    }
     this._queue.push(buf)
     this._pump()
   }
@@ -719,6 +748,9 @@ export class MediaHandle extends EventTarget {
     const ms = this._ms
     if (!ms || ms.readyState !== 'open' || this._stopped) return
     if (!this._sb) {
+      // The stream must start with a WebM header: frames before one (the
+      // tail of a stream that began elsewhere) cannot be decoded.
+      while (this._queue.length > 0 && !isWebMStart(this._queue[0])) this._queue.shift()
       if (this._queue.length === 0) return
       const type = sniffWebM(this._queue[0])
       try {
@@ -738,9 +770,25 @@ export class MediaHandle extends EventTarget {
     }
     const sb = this._sb
     if (sb.updating || this._queue.length === 0) return
-    // Merge what waited into one append: fewer appends, less overhead.
-    let buf = this._queue.length === 1 ? this._queue[0] : concat(this._queue)
-    this._queue = []
+    if (this._appended && isWebMStart(this._queue[0])) {
+      // A new stream from the peer (its media reconnected after a resume):
+      // its timestamps start at 0 again. Reset the parser and shift the new
+      // stream to follow what is buffered, so the playhead runs on.
+      const v = this._video
+      const end = v && v.buffered && v.buffered.length ? v.buffered.end(v.buffered.length - 1) : 0
+      try {
+        sb.abort()
+        sb.timestampOffset = end
+      } catch { /* closing */ }
+      this._stats.streams = (this._stats.streams || 1) + 1
+    }
+    // Merge what waited into one append (fewer appends, less overhead), up
+    // to the start of a next stream.
+    let n = 1
+    while (n < this._queue.length && !isWebMStart(this._queue[n])) n++
+    const parts = this._queue.splice(0, n)
+    let buf = parts.length === 1 ? parts[0] : concat(parts)
+    this._appended = true
     try {
       sb.appendBuffer(buf)
       this._stats.appends = (this._stats.appends || 0) + 1
@@ -1317,6 +1365,13 @@ export function sniffWebM (buf) {
   else if (text.includes('A_VORBIS')) codecs.push('vorbis')
   if (codecs.length === 0) return 'video/webm; codecs="vp8,opus"'
   return `${video ? 'video' : 'audio'}/webm; codecs="${codecs.join(',')}"`
+}
+
+/** isWebMStart: does this frame begin a WebM stream (the EBML magic 1A 45 DF A3)? */
+function isWebMStart (buf) {
+  if (!buf || buf.byteLength < 4) return false
+  const b = new Uint8Array(buf, 0, 4)
+  return b[0] === 0x1a && b[1] === 0x45 && b[2] === 0xdf && b[3] === 0xa3
 }
 
 function concat (bufs) {
