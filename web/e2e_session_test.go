@@ -8,9 +8,12 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 
@@ -304,9 +307,10 @@ type cutProxy struct {
 	target string
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex // guards the following
-	conns map[net.Conn]struct{}
-	down  bool
+	mu     sync.Mutex // guards the following
+	conns  map[net.Conn]struct{}
+	frozen map[net.Conn]*atomic.Bool // per accepted connection: its bytes are dropped
+	down   bool
 }
 
 func newCutProxy(t *testing.T, target string) *cutProxy {
@@ -314,7 +318,7 @@ func newCutProxy(t *testing.T, target string) *cutProxy {
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
-	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, frozen: map[net.Conn]*atomic.Bool{}}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(func() {
@@ -355,9 +359,14 @@ func (p *cutProxy) accept() {
 
 func (p *cutProxy) serve(c net.Conn) {
 	defer p.wg.Done()
+	frozen := new(atomic.Bool)
+	p.mu.Lock()
+	p.frozen[c] = frozen
+	p.mu.Unlock()
 	defer func() {
 		p.mu.Lock()
 		delete(p.conns, c)
+		delete(p.frozen, c)
 		p.mu.Unlock()
 		c.Close()
 	}()
@@ -380,12 +389,39 @@ func (p *cutProxy) serve(c net.Conn) {
 		up.Close()
 	}()
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+	go func() { copyUnlessFrozen(up, c, frozen); done <- struct{}{} }()
+	go func() { copyUnlessFrozen(c, up, frozen); done <- struct{}{} }()
 	<-done
 	c.Close()
 	up.Close()
 	<-done
+}
+
+// copyUnlessFrozen copies src to dst, dropping what it reads once frozen.
+func copyUnlessFrozen(dst io.Writer, src io.Reader, frozen *atomic.Bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !frozen.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// freeze makes every open connection a black hole (nothing passes, nothing
+// closes: a network that went away under open sockets); new connections
+// work.
+func (p *cutProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.frozen {
+		f.Store(true)
+	}
 }
 
 // cut drops every connection (an RST, no close frame) and refuses new ones.
@@ -406,4 +442,45 @@ func (p *cutProxy) restore() {
 	p.mu.Lock()
 	p.down = false
 	p.mu.Unlock()
+}
+
+// setOnline switches the browser's navigator.onLine (and fires its
+// offline / online events) through DevTools. It does not touch sockets:
+// DevTools' offline emulation leaves open WebSockets open.
+func setOnline(t *testing.T, u user, on bool) {
+	t.Helper()
+	within(t, u, 10*time.Second, fmt.Sprintf("online=%v", on), func(ctx context.Context) error {
+		_, err := chromedp.Run(ctx, func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+			_, err := cdp.Call(ctx, tg, network.OverrideNetworkState, network.OverrideNetworkStateParams{Offline: !on, DownloadThroughput: -1, UploadThroughput: -1})
+			return chromedp.Void{}, err
+		})
+		return err
+	})
+}
+
+// TestE2EDeadSocket: the network goes away under open sockets (they stay
+// open, nothing passes: the proxy turns them into black holes) and comes
+// back: on the browser's online event the app finds the old connection
+// dead within 5 s and logs in again by itself on a new one.
+func TestE2EDeadSocket(t *testing.T) {
+	needChromium(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv := servertest.Start(t, nil)
+	proxy := newCutProxy(t, strings.TrimPrefix(srv.URL, "http://"))
+	alice := user{"alice", newBrowser(t, ctx, 1280, 800)}
+	signUp(t, alice, proxy.URL()+"/?media=relay")
+	do(t, alice, "mark the client", chromedp.Evaluate[chromedp.Void](`window.__client = umplugApp.client`))
+	setOnline(t, alice, false)
+	proxy.freeze()
+	setOnline(t, alice, true)
+	within(t, alice, 20*time.Second, "new connection", func(ctx context.Context) error {
+		return waitJS(ctx, "a new identified client", `umplugApp.client !== window.__client && !!umplugApp.client && !umplugApp.client.closed && umplugApp.client.user === 'alice'`)
+	})
+	online(t, alice, 10*time.Second)
+	state(t, alice, "idle")
+	// The new connection answers.
+	if !eval[bool](t, alice, `umplugApp.client.peers().then(() => true)`) {
+		t.Error("the new connection does not answer")
+	}
 }
