@@ -328,6 +328,13 @@ async function logout () {
   clearInterval(app.refreshTimer)
   const session = app.session
   forgetSession()
+  const call = app.call
+  if (call && app.client && !app.client.closed) {
+    // Hang up first: the peer is told "hung up", not "disconnected".
+    const peer = call.peer
+    const ending = app.state === 'ringing' ? app.client.cancel(peer) : app.state === 'incoming' ? app.client.reject(peer, call.tx) : app.client.unpair(peer)
+    await Promise.race([ending.catch(() => {}), new Promise((resolve) => setTimeout(resolve, 2000))])
+  }
   endCall(null)
   app.creds = null
   app.device = null
