@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -398,6 +399,24 @@ func TestAppScreens(t *testing.T) {
 			screenshot(t, b, dir, sz.name+"-6-in-call")
 			step("camera on, unmute", chromedp.Click("#btn-camera"), chromedp.Click("#btn-mute"))
 			wait("camera on, unmuted", `document.querySelector('#local-off').hidden && umplugApp.call.stream.getVideoTracks()[0].enabled && umplugApp.call.stream.getAudioTracks()[0].enabled`)
+			// The /meta connection drops mid-call: the call view stays and
+			// says "Reconnecting…"; the app logs in again with the session
+			// and resumes its device (the fake answers with the same device
+			// id); the server's fresh force-call reconnects the media.
+			gen := eval1[int](t, b, `umplugApp.call.mediaGen`)
+			f.drop()
+			wait("call view reconnecting", `document.querySelector('#state').textContent === 'in-call' && !document.querySelector('#call-unstable').hidden && document.querySelector('#call-unstable').textContent === 'Reconnecting…' && document.querySelector('#call-phase').textContent === 'reconnecting…'`)
+			wait("logged in again, call kept", `!!umplugApp.client && !umplugApp.client.closed && document.querySelector('#reconnecting').hidden && document.querySelector('#state').textContent === 'in-call' && !document.querySelector('#call-unstable').hidden`)
+			screenshot(t, b, dir, sz.name+"-6b-call-reconnecting")
+			f.push(map[string]any{"type": "force-call", "peer": "bob", "ticket": "tk3", "media": "/media"})
+			wait("media back", fmt.Sprintf(`umplugApp.call.mediaGen === %d && !!umplugApp.call.media && document.querySelector('#call-unstable').hidden && document.querySelector('#call-phase').textContent === 'connected'`, gen+1))
+			// The peer drops and comes back.
+			f.push(map[string]any{"type": "reconnecting", "user": "bob", "peer": "alice"})
+			wait("peer reconnecting", `!document.querySelector('#call-unstable').hidden && document.querySelector('#call-unstable').textContent === 'bob is reconnecting…'`)
+			screenshot(t, b, dir, sz.name+"-6c-peer-reconnecting")
+			f.push(map[string]any{"type": "resumed", "user": "bob", "peer": "alice"})
+			wait("peer back", `document.querySelector('#call-unstable').hidden && document.querySelector('#state').textContent === 'in-call'`)
+
 			f.push(map[string]any{"type": "unpair", "user": "bob", "peer": "alice", "reason": "hangup"})
 			if err := waitState(b, "idle"); err != nil {
 				t.Fatal(err)

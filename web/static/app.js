@@ -410,6 +410,7 @@ function onClosed (client, detail) {
   app.droppedAt = detail && detail.code === 1001 ? 0 : Date.now() // 1001: the server went away on purpose
   if (app.call) {
     app.call.reconnecting = true
+    if (app.state === 'in-call') setPhase('reconnecting…')
     renderStage()
   }
   renderPeers()
@@ -952,7 +953,7 @@ async function onForceCall (ev) {
   media.setMuted(call.muted) // toggled while the media was connecting
   if (media.cameraOff !== call.cameraOff) media.setCamera(!call.cameraOff).catch(() => {})
   setPhase(call.stream ? 'connected' : 'connected (receive only)')
-  call.connectedAt = Date.now()
+  if (!call.connectedAt) call.connectedAt = Date.now() // the timer runs on through a media reconnect
   call.media.addEventListener('quality', (e) => { if (app.call === call) { call.quality = e.detail; renderStage() } })
   call.media.addEventListener('remote-mute', (e) => { if (app.call === call && e.detail.kind === 'video') { call.remoteTrackMuted = true; renderStage() } })
   call.media.addEventListener('remote-unmute', (e) => { if (app.call === call && e.detail.kind === 'video') { call.remoteTrackMuted = false; renderStage() } })
