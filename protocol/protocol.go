@@ -57,6 +57,11 @@ const (
 	TypeRes        = "res"         // the response to a client message
 	TypeForceCall  = "force-call"  // connect your media now, with this ticket
 	TypeMissedCall = "missed-call" // a call to you was just missed (to the callee's online devices)
+	// TypeReconnecting tells the other side of a call that a device of the
+	// call dropped and has the resume grace window to come back.
+	TypeReconnecting = "reconnecting"
+	// TypeResumed tells the other side that the dropped device is back.
+	TypeResumed = "resumed"
 )
 
 // Media message types (/media text frames).
@@ -129,6 +134,9 @@ const (
 	// CloseReasonPasswordChanged closes (ClosePolicy) the other connections
 	// of a user whose password was changed: their sessions are revoked.
 	CloseReasonPasswordChanged = "password changed"
+	// CloseReasonResumed closes (ClosePolicy) a connection whose device
+	// was resumed by a newer connection (a half-open one, not noticed yet).
+	CloseReasonResumed = "resumed elsewhere"
 )
 
 // Limits of the contract. Servers may be configured differently; these are the
@@ -149,6 +157,7 @@ const (
 	RingingTimeout = 30 * time.Second // default ringing timeout
 	TicketTTL      = 30 * time.Second // an unused ticket expires after this
 	MediaWait      = 30 * time.Second // the peer's media must arrive within this
+	ResumeGrace    = 20 * time.Second // a dropped device may resume this long (contract section 8)
 
 	SessionTTL     = 30 * 24 * time.Hour // default: a session expires this long after its last use
 	MaxSessionLen  = 1024                // bytes; a longer session field is bad-request

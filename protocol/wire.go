@@ -69,6 +69,7 @@ type Request struct {
 	Session  string // whoami: instead of password
 	New      string // passwd: the new password
 	Clear    bool   // missed-calls: empty the list after returning it
+	Resume   string // whoami: the device id this device had before (contract section 8)
 
 	present field // fields present and well typed
 	badType field // fields present with the wrong JSON type
@@ -89,13 +90,14 @@ const (
 	fSession
 	fNew
 	fClear
-	fLast = fClear
+	fResume
+	fLast = fResume
 )
 
 var fieldNames = map[field]string{
 	fType: "type", fTx: "tx", fUser: "user", fPassword: "password",
 	fPeer: "peer", fStatus: "status", fTicket: "ticket", fPeers: "peers",
-	fSession: "session", fNew: "new", fClear: "clear",
+	fSession: "session", fNew: "new", fClear: "clear", fResume: "resume",
 }
 
 // rawRequest decodes every field as raw JSON so that an ill-typed field never
@@ -112,6 +114,7 @@ type rawRequest struct {
 	Session  json.RawMessage `json:"session"`
 	New      json.RawMessage `json:"new"`
 	Clear    json.RawMessage `json:"clear"`
+	Resume   json.RawMessage `json:"resume"`
 }
 
 // DecodeRequest parses one client frame. It fails only when the frame is not
@@ -143,6 +146,7 @@ func DecodeRequest(b []byte) (*Request, *Error) {
 	r.str(raw.Ticket, fTicket, &r.Ticket)
 	r.str(raw.Session, fSession, &r.Session)
 	r.str(raw.New, fNew, &r.New)
+	r.str(raw.Resume, fResume, &r.Resume)
 	if len(raw.Clear) > 0 && !isNull(raw.Clear) {
 		switch string(bytes.TrimSpace(raw.Clear)) {
 		case "true":
@@ -278,6 +282,9 @@ func (r *Request) Validate() *Error {
 	if r.Type == TypeWhoami {
 		if perr := r.checkCredential(); perr != nil {
 			return perr
+		}
+		if r.badType&fResume != 0 {
+			return Errorf(ErrBadRequest, "resume: must be a string")
 		}
 	}
 	if r.Type == TypeMissedCalls && r.badType&fClear != 0 {

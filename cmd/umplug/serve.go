@@ -50,6 +50,7 @@ type serveConfig struct {
 	iceIPs          string
 	iceInterfaces   string
 	sessionTTL      time.Duration
+	resumeGrace     time.Duration
 }
 
 // envOr returns the environment variable's value, or def.
@@ -119,6 +120,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.icePublicIPs, "ice-public-ip", envOr("UMPLUG_ICE_PUBLIC_IP", ""), "comma-separated public IPs to advertise instead of the local ones, for a server behind 1:1 NAT (cloud VMs) (env UMPLUG_ICE_PUBLIC_IP)")
 	fs.StringVar(&c.iceIPs, "ice-ips", envOr("UMPLUG_ICE_IPS", ""), "comma-separated local IPs WebRTC media may use; default: the -addr IP, or every address when -addr listens on all (env UMPLUG_ICE_IPS)")
 	fs.StringVar(&c.iceInterfaces, "ice-interfaces", envOr("UMPLUG_ICE_INTERFACES", ""), "comma-separated network interfaces WebRTC media may use, e.g. eth0 (env UMPLUG_ICE_INTERFACES)")
+	fs.DurationVar(&c.resumeGrace, "resume-grace", envDuration("UMPLUG_RESUME_GRACE", 20*time.Second), "a device whose connection dropped may resume its device id, presence and call this long; negative disables resume (env UMPLUG_RESUME_GRACE)")
 	fs.DurationVar(&c.sessionTTL, "session-ttl", envDuration("UMPLUG_SESSION_TTL", 30*24*time.Hour), "a login session expires this long after its last use (env UMPLUG_SESSION_TTL)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -224,6 +226,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 			RateLimit:            c.msgRate,
 			RateBurst:            c.msgBurst,
 			SessionTTL:           c.sessionTTL,
+			ResumeGrace:          c.resumeGrace,
 		},
 		Media:           media.Config{WebRTC: wc},
 		AllowedOrigins:  splitList(c.allowedOrigins),

@@ -50,6 +50,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -120,6 +121,7 @@ type Config struct {
 // Server is the media server. It is safe for concurrent use.
 type Server struct {
 	ender        plug.CallEnder
+	loser        plug.MediaLoser // nil: a dropped side ends its call (v1)
 	clock        clock.Clock
 	ticketTTL    time.Duration
 	mediaWait    time.Duration
@@ -167,6 +169,7 @@ type call struct {
 	webrtc  bool          // a side arrived in webrtc mode (the other must too)
 	ready   chan struct{} // closed when both sides got "paired": relay now
 	done    chan struct{} // closed when the call is torn down
+	changed chan struct{} // closed (and replaced) when a side's conn changes: relays waiting for a side wake up
 	rtc     rtcCall       // WebRTC forwarding state; has its own locks
 }
 
@@ -181,6 +184,12 @@ type side struct {
 	mode   string          // protocol.MediaModeRelay or MediaModeWebRTC, set with conn
 	rp     *rtcPeer        // webrtc: set while its ServeConn runs the peer connection
 	rtcUp  bool            // webrtc: its peer connection reached connected
+	// back ends the call if a side that dropped (conn nil while paired)
+	// or was rebound does not connect again within MediaWait.
+	back clock.Timer
+	// live mirrors conn for the other side's relay, which checks it before
+	// every message without taking Server.mu.
+	live atomic.Pointer[websocket.Conn]
 }
 
 func (sd *side) peer() *side { return sd.call.sides[1-sd.idx] }
@@ -195,8 +204,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	loser, _ := cfg.Ender.(plug.MediaLoser)
 	s := &Server{
 		ender:        cfg.Ender,
+		loser:        loser,
 		clock:        cfg.Clock,
 		ticketTTL:    cfg.TicketTTL,
 		mediaWait:    cfg.MediaWait,
@@ -255,7 +266,7 @@ func (s *Server) Pair(p plug.Pair) {
 		return
 	}
 	now := s.clock.Now()
-	cl := &call{id: p.Call, ready: make(chan struct{}), done: make(chan struct{})}
+	cl := &call{id: p.Call, ready: make(chan struct{}), done: make(chan struct{}), changed: make(chan struct{})}
 	for i, ps := range p.Sides {
 		sd := &side{call: cl, idx: i, user: ps.User, ticket: ps.Ticket, issued: now}
 		cl.sides[i] = sd
@@ -319,6 +330,10 @@ func (s *Server) endLocked(cl *call, reason string) {
 	}
 	s.endRTCLocked(cl)
 	for _, sd := range cl.sides {
+		if sd.back != nil {
+			sd.back.Stop()
+			sd.back = nil
+		}
 		if sd.ticket != "" && s.tickets[sd.ticket] == sd {
 			delete(s.tickets, sd.ticket)
 		}
@@ -440,12 +455,29 @@ func (s *Server) ServeConn(ctx context.Context, c *websocket.Conn) {
 		s.fail(cl, sd.user)
 		return
 	}
-	blamed := s.relay(sd, sd.peer())
-	s.fail(cl, blamed.user)
-	if blamed != sd {
-		// Our read side is intact: wait for the device's close reply.
-		s.drain(c)
+	blamed, clean := s.relay(sd, c)
+	switch {
+	case blamed == nil:
+		s.drain(c) // the call ended
+	case !s.current(sd, c):
+		// Rebound: a newer connection of this side took over.
+	case blamed == sd && !clean && s.loser != nil:
+		// Dropped without a close frame: the side may come back (resume).
+		s.lose(sd, c)
+	default:
+		s.fail(cl, blamed.user)
+		if blamed != sd {
+			// Our read side is intact: wait for the device's close reply.
+			s.drain(c)
+		}
 	}
+}
+
+// current reports whether c is still sd's connection.
+func (s *Server) current(sd *side, c *websocket.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return sd.conn == c
 }
 
 type remoteKey struct{}
@@ -520,7 +552,15 @@ func (s *Server) hello(c *websocket.Conn, remote string) *side {
 		return nil
 	}
 	cl := sd.call
+	if cl.paired {
+		s.mu.Unlock()
+		if s.rejoin(sd, c, mode) {
+			return sd
+		}
+		return nil
+	}
 	sd.conn = c
+	sd.live.Store(c)
 	sd.mode = mode
 	if other := sd.peer(); other.conn != nil && other.mode != mode {
 		// Both sides must speak the same mode; this one came second.

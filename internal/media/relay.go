@@ -1,6 +1,7 @@
 package media
 
 import (
+	"errors"
 	"io"
 	"sync"
 	"time"
@@ -23,45 +24,68 @@ const relayBufSize = 64 << 10
 // (mostly idle, at 30 fps) connections.
 var relayBufs = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
 
-// relay copies src's binary messages to dst until something fails, and
-// returns the side to blame: src when reading from it failed, dst when
-// writing to it failed. It reads src's next message only after the previous
-// one was fully written to dst, so a slow dst slows src through TCP flow
-// control and memory stays bounded by one chunk per direction.
-func (s *Server) relay(src, dst *side) (blamed *side) {
-	dw := &deadlineWriter{c: dst.conn, timeout: s.writeTimeout}
+// relay copies the binary messages of src's connection c to the other
+// side until something fails, and returns the side to blame: src when
+// reading from c failed (clean: the device sent a close frame), the other
+// side when writing to it failed for good; nil when the call ended. It reads
+// c's next message only after the previous one was fully written, so a slow
+// receiver slows its sender through TCP flow control and memory stays
+// bounded by one chunk per direction. When the other side drops and may
+// come back (resume.go), relay waits for its new connection before reading
+// on, and the message being written is lost.
+func (s *Server) relay(src *side, c *websocket.Conn) (blamed *side, clean bool) {
+	dst := src.peer()
+	var dc, bad *websocket.Conn // the receiving connection; the last one that failed
+	dw := &deadlineWriter{timeout: s.writeTimeout}
 	for {
-		mt, r, err := src.conn.NextReader()
+		mt, r, err := c.NextReader()
 		if err != nil {
-			return src
+			// gorilla reports a TCP EOF as close 1006: not a close frame.
+			var ce *websocket.CloseError
+			return src, errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure
 		}
 		if mt != websocket.BinaryMessage {
 			// Text after the hello is ignored (see the package doc).
 			if _, err := copyDiscard(r, s.maxFrame); err != nil {
-				return src
+				return src, false
 			}
 			continue
 		}
-		w, err := dst.conn.NextWriter(websocket.BinaryMessage)
-		if err != nil {
-			return dst
+		if dc != nil && dst.live.Load() != dc {
+			dc = nil // dst dropped or was rebound since the last message
 		}
-		dw.w, dw.err = w, nil
-		bufp := relayBufs.Get().(*[]byte)
-		n, err := io.CopyBuffer(dw, onlyReader{r}, *bufp)
-		relayBufs.Put(bufp)
-		if err != nil {
-			if dw.err != nil {
-				return dst
+		if dc == nil {
+			if dc = s.target(dst, bad); dc == nil {
+				return nil, true
 			}
-			return src
 		}
-		_ = dst.conn.SetWriteDeadline(time.Now().Add(s.writeTimeout))
-		if err := w.Close(); err != nil {
-			return dst
+		w, err := dc.NextWriter(websocket.BinaryMessage)
+		if err == nil {
+			dw.c, dw.w, dw.err = dc, w, nil
+			bufp := relayBufs.Get().(*[]byte)
+			var n int64
+			n, err = io.CopyBuffer(dw, onlyReader{r}, *bufp)
+			relayBufs.Put(bufp)
+			if err != nil && dw.err == nil {
+				return src, false // reading src failed mid-message
+			}
+			if err == nil {
+				_ = dc.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+				if err = w.Close(); err == nil {
+					s.m.frames.Inc()
+					s.m.bytes.Add(float64(n))
+					continue
+				}
+			}
 		}
-		s.m.frames.Inc()
-		s.m.bytes.Add(float64(n))
+		// Writing to dst failed.
+		if s.cut(dc, err) {
+			return dst, false
+		}
+		if _, err := copyDiscard(r, s.maxFrame); err != nil {
+			return src, false
+		}
+		bad, dc = dc, nil
 	}
 }
 

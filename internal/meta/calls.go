@@ -24,6 +24,17 @@ type call struct {
 	active    bool
 	timer     clock.Timer // ringing timeout; nil once active
 	started   int64       // clock nanoseconds at call, for the setup histogram
+	// lost[i]: the other side was told that side i (0 caller, 1 callee) is
+	// reconnecting, and has not been told it resumed yet.
+	lost [2]bool
+}
+
+// index returns 0 for the caller, 1 for the callee.
+func (c *call) index(user string) int {
+	if user == c.caller {
+		return 0
+	}
+	return 1
 }
 
 func (c *call) other(user string) string {
@@ -185,6 +196,13 @@ func (s *Server) pairLocked(c *call) {
 	for i, d := range []*Session{c.callerDev, c.calleeDev} {
 		d.send(encodeEvent(protocol.Event{Type: protocol.TypeForceCall, Peer: p.Sides[i].Peer,
 			Ticket: p.Sides[i].Ticket, Media: protocol.MediaPath}))
+	}
+	// A caller in grace when its call was accepted: the callee learns it
+	// is reconnecting; its resume brings a fresh force-call.
+	for _, d := range []*Session{c.callerDev, c.calleeDev} {
+		if d.inGrace {
+			s.announceDropLocked(c, d)
+		}
 	}
 }
 

@@ -24,6 +24,8 @@ type metrics struct {
 	logins        *prometheus.CounterVec
 	registrations prometheus.Counter
 	slowConsumers prometheus.Counter
+	graceDevices  prometheus.Gauge
+	resumes       prometheus.Counter
 
 	mu   sync.Mutex // guards the caches below
 	msgC map[string]prometheus.Counter
@@ -60,13 +62,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Users created through reg-user."}),
 		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{Name: "umplug_meta_slow_consumers_total",
 			Help: "Connections closed because their outbound queue overflowed."}),
+		graceDevices: prometheus.NewGauge(prometheus.GaugeOpts{Name: "umplug_meta_grace_devices",
+			Help: "Devices whose connection dropped, waiting for a resume (contract section 8)."}),
+		resumes: prometheus.NewCounter(prometheus.CounterOpts{Name: "umplug_meta_resumes_total",
+			Help: "whoami with resume that took over their device."}),
 		msgC: make(map[string]prometheus.Counter),
 		errC: make(map[protocol.Code]prometheus.Counter),
 		durH: make(map[string]prometheus.Observer),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.conns, m.users, m.devices, m.messagesVec, m.errorsVec,
-			m.durationVec, m.calls, m.setup, m.presence, m.logins, m.registrations, m.slowConsumers} {
+			m.durationVec, m.calls, m.setup, m.presence, m.logins, m.registrations, m.slowConsumers,
+			m.graceDevices, m.resumes} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

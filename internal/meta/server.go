@@ -81,6 +81,13 @@ type Config struct {
 	// an unauthenticated socket cannot be held open by answering pings.
 	// Default 10 s.
 	IdentifyTimeout time.Duration
+	// ResumeGrace is how long a device whose connection dropped (anything
+	// but a close 1000 from the client, or a close the server initiated
+	// with 1008) keeps its place: its device id, its presence and its call,
+	// waiting for a whoami with resume (contract section 8). Default
+	// protocol.ResumeGrace (20 s); negative disables resume (v1: a drop is
+	// a disconnect at once).
+	ResumeGrace time.Duration
 
 	// Login limits (docs/protocol.md, "Login limits"). Every whoami is
 	// counted before its password is hashed and refunded if it succeeds, so
@@ -182,6 +189,9 @@ func (c *Config) setDefaults() {
 	if c.IdentifyTimeout <= 0 {
 		c.IdentifyTimeout = 10 * time.Second
 	}
+	if c.ResumeGrace == 0 {
+		c.ResumeGrace = protocol.ResumeGrace
+	}
 	c.setAuthDefaults()
 	if c.RegistrationsPerAddr <= 0 {
 		c.RegistrationsPerAddr = 20
@@ -224,6 +234,12 @@ func (c *Config) setDefaults() {
 //     worker find it gone under mu and change nothing for it.
 //  5. pair is emitted to the media side before force-call is queued, so a
 //     device can never present a ticket the media server does not know.
+//     The same holds for rebind and the fresh force-call of a resume.
+//  6. Resume: a device whose connection dropped stays in its user's devices
+//     and in its call (inGrace) until a resume takes its place or its grace
+//     timer removes it. devs maps every device id to the session that holds
+//     it (live or in grace); a device id moves to a new session only under
+//     mu, so two resumes of one device cannot both win.
 type Server struct {
 	cfg       Config
 	log       *slog.Logger
@@ -240,6 +256,7 @@ type Server struct {
 	users    map[string]*userState
 	calls    map[string]*call // by call id
 	conns    map[*Session]struct{}
+	devs     map[string]*Session // by device id: identified devices, live or in grace
 	perAddr  map[string]int
 	shutdown bool
 }
@@ -277,6 +294,7 @@ func New(cfg Config) (*Server, error) {
 		users:     make(map[string]*userState),
 		calls:     make(map[string]*call),
 		conns:     make(map[*Session]struct{}),
+		devs:      make(map[string]*Session),
 		perAddr:   make(map[string]int),
 	}
 	s.bg = newBgWriter(s)
@@ -329,6 +347,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdown = true
 	for _, c := range s.calls {
 		s.endCallLocked(c, "", protocol.ReasonShutdown)
+	}
+	// Devices in grace cannot come back to this server: stop their timers
+	// (their calls ended above; presence dies with the process).
+	for _, d := range s.devs {
+		if d.graceTimer != nil {
+			d.graceTimer.Stop()
+			d.graceTimer = nil
+		}
 	}
 	sessions := make([]*Session, 0, len(s.conns))
 	for sess := range s.conns {

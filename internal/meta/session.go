@@ -1,8 +1,10 @@
 package meta
 
 import (
+	"bytes"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/user-media-plug/umplug/internal/clock"
@@ -46,6 +48,18 @@ type Session struct {
 	authing     int         // whoami requests queued or running
 	identTimer  clock.Timer // the identification deadline; nil once identified or gone
 	identLapsed bool        // the deadline passed while a whoami was in flight
+	inGrace     bool        // dropped, still a device: waiting for a resume (invariant 6)
+	graceTimer  clock.Timer // ends the grace; nil when not in grace
+	replaced    bool        // a resume took this session's device while it was still open
+
+	// terminal: the server closed this connection for a policy reason
+	// (1008): its end is never a drop that may be resumed.
+	terminal atomic.Bool
+	// lastIn is the clock time (UnixNano) of the last message received, or
+	// of the open: a resume takes over a still-open connection only when
+	// it has been quiet for takeoverQuiet (a half-open socket, not a racing
+	// resume).
+	lastIn atomic.Int64
 
 	imu     sync.Mutex // guards the following (the inbound side)
 	inbox   []inbound  // messages waiting for the worker, in order
@@ -64,7 +78,16 @@ type Session struct {
 	closing bool       // no more frames are accepted
 	closeAt *closeReq  // close once the queue is drained
 	closed  bool
+	// While the device is in grace (dropped, waiting for a resume), the
+	// events sent to it are kept here, up to maxGraceBuf, and replayed to
+	// the connection that resumes it.
+	buffering bool
+	graceBuf  [][]byte
 }
+
+// maxGraceBuf bounds the events kept for a device in grace; later ones are
+// dropped (the resumed device asks peers for the presence it missed).
+const maxGraceBuf = 256
 
 // inbound is one received message waiting for the worker: a decoded request,
 // or a decided failure (bad JSON, rate limit) whose answer must still keep
@@ -82,8 +105,10 @@ type closeReq struct {
 }
 
 func newSession(s *Server, c Conn, addr string) *Session {
-	return &Session{s: s, conn: c, addr: addr, done: make(chan struct{}),
+	x := &Session{s: s, conn: c, addr: addr, done: make(chan struct{}),
 		tokens: float64(s.cfg.RateBurst), last: s.cfg.Clock.Now()}
+	x.lastIn.Store(x.last.UnixNano())
+	return x
 }
 
 // User returns the identified user, or "" before whoami.
@@ -117,6 +142,9 @@ type BatchWriter interface {
 func (x *Session) send(b []byte) {
 	x.qmu.Lock()
 	if x.closing {
+		if x.buffering && len(x.graceBuf) < maxGraceBuf && !bytes.HasPrefix(b, resPrefix) {
+			x.graceBuf = append(x.graceBuf, b)
+		}
 		x.qmu.Unlock()
 		return
 	}
@@ -127,6 +155,7 @@ func (x *Session) send(b []byte) {
 		x.qmu.Unlock()
 		x.s.m.slowConsumers.Inc()
 		x.s.log.Warn("slow consumer disconnected", "user", x.user, "device", x.device, "addr", x.addr)
+		x.terminal.Store(true)
 		go x.conn.Close(protocol.ClosePolicy, "slow consumer")
 		return
 	}
@@ -184,6 +213,9 @@ func (x *Session) writeLoop() {
 // closeAfterFlush stops accepting frames and closes the connection once the
 // queued ones are written.
 func (x *Session) closeAfterFlush(code int, reason string) {
+	if code == protocol.ClosePolicy {
+		x.terminal.Store(true)
+	}
 	x.qmu.Lock()
 	x.closing = true
 	if x.writing {
@@ -250,6 +282,7 @@ var slowTypes = map[string]bool{
 // the worker. It never blocks on the store, the hasher or a socket.
 func (x *Session) Handle(frame []byte) {
 	now := x.s.cfg.Clock.Now()
+	x.lastIn.Store(now.UnixNano())
 	in := inbound{bytes: len(frame), at: now}
 	req, perr := protocol.DecodeRequest(frame)
 	switch {
@@ -471,7 +504,14 @@ func (x *Session) Close() {
 	s.m.conns.Dec()
 	if x.user != "" {
 		x.touchOnCloseLocked()
-		s.removeDeviceLocked(x)
+		switch {
+		case x.replaced:
+			// A resume holds the device now.
+		case s.cfg.ResumeGrace > 0 && !s.shutdown && x.dropped():
+			s.enterGraceLocked(x)
+		default:
+			s.removeDeviceLocked(x)
+		}
 	}
 	s.mu.Unlock()
 	x.conn.Close(protocol.CloseNormal, "")

@@ -256,18 +256,31 @@ func (x *Session) installWith(ctx context.Context, req *protocol.Request, pwHash
 		return // the connection ended while the password was checked
 	}
 	us := s.users[req.User]
-	if us != nil && len(us.devices) >= s.cfg.MaxDevices {
+	var old *Session // the device this whoami resumes (contract section 8)
+	if req.Resume != "" {
+		old = s.resumableLocked(req.User, req.Resume)
+	}
+	if old == nil && us != nil && len(us.devices) >= s.cfg.MaxDevices {
 		x.fail(req, protocol.Errorf(protocol.ErrTooManyDevices, "at most %d devices per user", s.cfg.MaxDevices))
 		return
 	}
 	installed = true
 	x.user = req.User
-	x.device = s.newDeviceID()
 	x.sessHash, x.sessUsed = sessHash, sessUsed
 	if x.identTimer != nil {
 		x.identTimer.Stop()
 		x.identTimer = nil
 	}
+	if old != nil {
+		// Same device, same presence: no status goes out.
+		replay := s.takeOverLocked(x, old, us)
+		s.m.logins.WithLabelValues("ok").Inc()
+		x.reply(req, protocol.Response{OK: true, Device: x.device, Session: secret})
+		s.afterResumeLocked(x, us, replay)
+		return
+	}
+	x.device = s.newDeviceID()
+	s.devs[x.device] = x
 	first := us == nil
 	if first {
 		us = &userState{name: req.User, status: protocol.StatusOnline, peers: setOf(u.Peers)}
@@ -313,6 +326,9 @@ func (s *Server) removeDeviceLocked(x *Session) {
 		return
 	}
 	us.devices = slices.Delete(us.devices, i, i+1)
+	if s.devs[x.device] == x {
+		delete(s.devs, x.device)
+	}
 	s.m.devices.Dec()
 	if c := us.call; c != nil {
 		s.deviceGoneLocked(c, us, x)

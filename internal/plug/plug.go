@@ -28,6 +28,33 @@ type Unpair struct {
 	Reason string // protocol.Reason*: hangup, disconnected, shutdown, …
 }
 
+// Rebind says: one side of a live call is coming back on a new connection
+// (its device resumed, contract section 8). The media side voids that side's
+// old tickets, drops its old media connection if one is still open, registers
+// Side.Ticket and joins the side's next /media connection to the other
+// side's media, which stays up. It is emitted before the device's fresh
+// force-call, so the ticket is known when the device presents it.
+type Rebind struct {
+	Call string
+	Side Side
+}
+
+// Rebinder is implemented by Media that can re-pair a side of a live call.
+// A Media without it ends a call whose device resumed when its media drops
+// (the v1 behaviour).
+type Rebinder interface {
+	Rebind(Rebind)
+}
+
+// MediaLoser is implemented by a CallEnder that gives a side whose media
+// connection dropped (no clean close from the device) a grace window to
+// come back, instead of ending the call at once. The media side keeps the
+// call and the other side's connection open; the metadata server later
+// either sends a Rebind for that side or an Unpair.
+type MediaLoser interface {
+	MediaLost(call, user string)
+}
+
 // Media consumes pair and unpair events. Implementations must not block for
 // long: the metadata server calls them while answering a client.
 type Media interface {

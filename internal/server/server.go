@@ -214,9 +214,19 @@ type tee [2]plug.Media
 func (t tee) Pair(p plug.Pair)     { t[0].Pair(p); t[1].Pair(p) }
 func (t tee) Unpair(u plug.Unpair) { t[0].Unpair(u); t[1].Unpair(u) }
 
+// Rebind forwards to the consumers that re-pair (plug.Rebinder).
+func (t tee) Rebind(r plug.Rebind) {
+	for _, m := range t {
+		if rb, ok := m.(plug.Rebinder); ok {
+			rb.Rebind(r)
+		}
+	}
+}
+
 type lateEnder struct{ s *meta.Server }
 
 func (l *lateEnder) EndCall(call, user, reason string) { l.s.EndCall(call, user, reason) }
+func (l *lateEnder) MediaLost(call, user string)       { l.s.MediaLost(call, user) }
 
 // Handler returns the HTTP handler of the whole service, behind the Host
 // check. Prefer HTTPServer, which also has the timeouts and connection

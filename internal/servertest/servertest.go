@@ -39,6 +39,10 @@ type Options struct {
 	Clock              *clock.Fake // nil → real clock
 	Store              store.Store // nil → a fresh in-memory store
 	Logger             *slog.Logger
+	// ResumeGrace is meta.Config.ResumeGrace. Zero disables resume: most
+	// tests were written for the v1 rule that a dropped connection is a
+	// disconnect at once; resume tests set it.
+	ResumeGrace time.Duration
 	// Configure, when set, may change the server config before it starts.
 	Configure func(*server.Config)
 }
@@ -87,6 +91,7 @@ func start(opts *Options) (*Server, error) {
 			Hasher:             password.New(password.Config{Params: CheapPassword}),
 			RingingTimeout:     opts.RingingTimeout,
 			RegistrationClosed: opts.RegistrationClosed,
+			ResumeGrace:        opts.ResumeGrace,
 		},
 		// WebRTC on loopback only, ephemeral ports. Tests that make WebRTC
 		// traffic also run in a loopback-only namespace (internal/netns).
@@ -94,6 +99,9 @@ func start(opts *Options) (*Server, error) {
 			IPs: []net.IP{net.IPv4(127, 0, 0, 1)},
 		}},
 		Logger: opts.Logger,
+	}
+	if cfg.Meta.ResumeGrace == 0 {
+		cfg.Meta.ResumeGrace = -1
 	}
 	if opts.Clock != nil {
 		cfg.Meta.Clock = opts.Clock

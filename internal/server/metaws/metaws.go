@@ -198,7 +198,18 @@ type Conn struct {
 	wq         [][]byte   // bytes the socket did not take yet
 	writing    bool       // a writer goroutine runs
 	closeAfter bool       // the writer closes the socket when the queue is empty
+
+	// peerClose is the code of the close frame the client sent to start
+	// the closing handshake (1000 for one without a code), 0 if it did not
+	// (meta's resume tells a goodbye from a drop with it).
+	peerClose atomic.Int32
 }
+
+// PeerCloseCode returns the code of the close frame with which the client
+// started the closing handshake (1000 when the frame had no code: a
+// deliberate close), or 0 when the connection ended otherwise (the server
+// closed first, a TCP reset or EOF, an idle or frame timeout).
+func (c *Conn) PeerCloseCode() int { return int(c.peerClose.Load()) }
 
 // Upgrade answers the WebSocket handshake (checking the Origin is the
 // caller's job) and returns the connection, whose input is handled once
@@ -525,6 +536,11 @@ func (c *Conn) control(op byte, p []byte) {
 		c.mu.Lock()
 		if c.state.Load() == stateOpen {
 			c.state.Store(stateClosing)
+			code := int32(closeNormal)
+			if len(p) >= 2 {
+				code = int32(p[0])<<8 | int32(p[1])
+			}
+			c.peerClose.Store(code)
 		}
 		c.mu.Unlock()
 		c.sendRaw(appendFrame(nil, opClose, body))
