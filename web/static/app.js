@@ -23,7 +23,7 @@ const app = {
   session: null, // {user, session}: logs in again without the password (also in localStorage)
   device: null, // this tab's device id, presented to resume it (also in sessionStorage)
   offline: false, // logged in, but the /meta connection is down: reconnecting
-  retry: { attempt: 0, timer: null, at: 0, busy: false, tick: null }, // reconnect backoff
+  retry: { attempt: 0, timer: null, at: 0, busy: false, tick: null, resumeTries: 0 }, // reconnect backoff
   serverRestarted: false, // a call ended with reason shutdown: say so once back online
   missed: [], // missed calls, newest first: {user, at, reason}
   peers: new Map(), // name -> {user, mutual, online, status}
@@ -151,6 +151,8 @@ const BACKOFF_BASE_MS = 500
 const BACKOFF_CAP_MS = 30000
 const RESUME_CAP_MS = 2000
 const RESUME_WINDOW_MS = 20000
+const RESUME_TRIES = 4 // a refused resume is asked again this often, RESUME_RETRY_MS apart, within the window
+const RESUME_RETRY_MS = 800
 
 /** backoffDelay is how long to wait before reconnect attempt n (0-based). */
 function backoffDelay (attempt) {
@@ -182,6 +184,25 @@ function storedSession () {
 function storedDevice (user) {
   const v = loadJSON(sessionStorage, DEVICE_KEY)
   return v && v.user === user && typeof v.device === 'string' ? v.device : null
+}
+/** storedDropAt is when the page that had the stored device went away (pagehide), or 0. */
+function storedDropAt () {
+  const v = loadJSON(sessionStorage, DEVICE_KEY)
+  return v && typeof v.at === 'number' ? v.at : 0
+}
+
+/**
+ * onPageHide: the page goes away (reload, navigation, tab closed). Tell the
+ * server now, with a close that keeps the resume window (not 1000), so the
+ * reloaded page's resume does not race the old connection's end; and note
+ * when, so the new page knows whether its device may still be held.
+ */
+function onPageHide () {
+  const c = app.client
+  if (!c || c.closed || !app.creds || !app.device) return
+  saveJSON(sessionStorage, DEVICE_KEY, { user: app.creds.user, device: app.device, at: Date.now() })
+  app.client = null
+  c.close(4001, 'page closed')
 }
 function forgetSession () {
   app.session = null
@@ -449,8 +470,23 @@ async function tryReconnect () {
   let client = null
   try {
     client = await ensureClient()
-    const res = await client.loginSession(s.user, s.session, { resume: app.device || storedDevice(s.user) || undefined })
+    const resume = app.device || storedDevice(s.user) || undefined
+    const res = await client.loginSession(s.user, s.session, { resume })
     if (app.session !== s || app.client !== client) { client.close(1000, 'logout'); return } // logged out meanwhile
+    if (resume && !res.resumed && app.retry.resumeTries < RESUME_TRIES && app.droppedAt && Date.now() - app.droppedAt < RESUME_WINDOW_MS) {
+      // Refused while the old connection may not be noticed as gone yet
+      // (a reload races the old page's close; a half-open socket must be
+      // quiet for 2 s before the server lets a resume take it over): give
+      // this fresh device back at once (1000) and ask again shortly.
+      app.retry.resumeTries++
+      app.client = null
+      client.close(1000, 'retry resume')
+      clearTimeout(app.retry.timer)
+      app.retry.at = Date.now() + RESUME_RETRY_MS
+      app.retry.timer = setTimeout(tryReconnect, RESUME_RETRY_MS)
+      return
+    }
+    app.retry.resumeTries = 0
     app.retry.attempt = 0
     loggedIn(s.user, res)
   } catch (err) {
@@ -1514,6 +1550,7 @@ function wire () {
   $('#btn-logout').addEventListener('click', logout)
   $('#btn-reconnect-now').addEventListener('click', reconnectNow)
   window.addEventListener('online', onOnline)
+  window.addEventListener('pagehide', onPageHide)
   $('#btn-missed').addEventListener('click', () => togglePanel('#missed'))
   $('#btn-missed-close').addEventListener('click', closePanels)
   $('#btn-missed-clear').addEventListener('click', clearMissed)
@@ -1560,6 +1597,7 @@ function wire () {
   if (s) {
     app.session = s
     app.device = storedDevice(s.user)
+    app.droppedAt = storedDropAt()
     $('#me').textContent = s.user
   }
   setState('logged-out')
