@@ -50,6 +50,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&c.FrameBytes, "frame-bytes", 0, "media: bytes per frame, 16..65536 (default 1024)")
 	fs.Float64Var(&c.FPS, "fps", 0, "media: frames/s each side sends (video-like: -fps 30 -frame-bytes 10240); 0: as fast as possible")
 	fs.Var(&conns, "conns", "idle: `N` or A,B: measure server memory at A and at B identified connections; per-connection figures are the slope (B-A) (default 5000,10000; N means N/2,N; needs B open files)")
+	fs.StringVar(&c.RestartCmd, "restart", "", "reconnect: shell `command` run once all devices are identified; it must restart the server on the same data (empty: restart it yourself, the bench waits for the drop)")
+	fs.DurationVar(&c.ReconnectJitter, "reconnect-jitter", 0, "reconnect: each device first waits a random time up to this before reconnecting (default 1s)")
 	fs.IntVar(&c.Peers, "peers", 0, "presence: online mutual peers of the status-changing user (default 1000, max 1000)")
 	fs.IntVar(&c.Changes, "changes", 0, "presence: status changes (default 200)")
 	fs.IntVar(&c.Flood, "flood", 0, "login-flood: whoami fired at once from separate connections (default 1000)")

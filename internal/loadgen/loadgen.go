@@ -14,6 +14,10 @@
 //	webrtc       P WebRTC calls through the SFU (webrtc.go), 1 Mbit/s video
 //	             and audio each side: packets/s, loss, latency, CPU/packet;
 //	             only in a loopback-only network namespace
+//	reconnect    N identified devices (sessions), the server restarted
+//	             (-restart command, or by hand), every device back with its
+//	             session: devices back vs time, last one back, peak RSS
+//	             (reconnect.go)
 //
 // Users are created on the fly with reg-user (an existing name is fine, so
 // runs reuse them) and named <prefix>-<scenario>-…, all with one password.
@@ -50,7 +54,7 @@ import (
 )
 
 // Scenarios lists the scenario names Run accepts.
-var Scenarios = []string{"calls", "idle", "presence", "login-flood", "media", "webrtc"}
+var Scenarios = []string{"calls", "idle", "presence", "login-flood", "media", "webrtc", "reconnect"}
 
 // Config configures a run. Zero values mean the stated defaults.
 type Config struct {
@@ -99,6 +103,14 @@ type Config struct {
 	// for a server whose per-connection limit is off (-msg-rate -1). Rate is
 	// then ignored.
 	Unpaced bool
+	// RestartCmd (reconnect) is run with sh -c once every device is
+	// identified: it must stop the server and start it again on the same
+	// data. Empty: the scenario waits for the connections to drop (the
+	// operator or a script restarts the server).
+	RestartCmd string
+	// ReconnectJitter (reconnect) bounds the random wait of each device
+	// before its first reconnect attempt; default 1 s.
+	ReconnectJitter time.Duration
 	// Sources spreads the connections of idle, presence and login-flood
 	// over the loopback source addresses 127.0.0.1…127.0.0.Sources; 0
 	// means one per connsPerSource connections, under the per-address
@@ -191,7 +203,7 @@ func (c *Config) setDefaults() error {
 	if c.Sources <= 0 {
 		n := 1
 		switch c.Scenario {
-		case "idle":
+		case "idle", "reconnect":
 			n = c.Conns
 		case "presence":
 			n = c.Peers
@@ -205,6 +217,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 64
+	}
+	if c.ReconnectJitter <= 0 {
+		c.ReconnectJitter = time.Second
 	}
 	if c.Settle <= 0 {
 		c.Settle = 5 * time.Second
@@ -272,6 +287,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return wrap(g.runMedia(ctx))
 	case "webrtc":
 		return wrap(g.runWebRTC(ctx)) // webrtc.go
+	case "reconnect":
+		return wrap(g.runReconnect(ctx)) // reconnect.go
 	}
 	return nil, fmt.Errorf("%w: %q (want one of %s)", ErrUnknownScenario, g.cfg.Scenario, strings.Join(Scenarios, ", "))
 }

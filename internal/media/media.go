@@ -437,9 +437,15 @@ func (s *Server) ServeConn(ctx context.Context, c *websocket.Conn) {
 	}
 	cl := sd.call
 	if sd.mode == protocol.MediaModeWebRTC {
-		if blamed := s.serveRTC(sd); blamed != nil {
+		blamed, clean := s.serveRTC(sd)
+		switch {
+		case blamed != nil && !s.current(sd, c):
+			// Rebound: a newer connection of this side took over.
+		case blamed != nil && !clean && s.loser != nil && s.isPaired(cl):
+			s.lose(sd, c) // dropped: the side may come back (resume.go)
+		case blamed != nil:
 			s.fail(cl, blamed.user)
-		} else {
+		default:
 			// The call ended first: wait for the reply to our close frame
 			// (a no-op when the signalling loop already read it).
 			s.drain(c)

@@ -31,8 +31,18 @@ import (
 //     a drop is given a chance to come back.
 //   - A lost or rebound side has MediaWait to connect with its new ticket;
 //     then the call ends as disconnected, blaming it.
-//   - WebRTC calls are not re-paired yet: a rebound side that connects to a
-//     WebRTC call ends it as disconnected (the v1 outcome).
+//   - WebRTC: a side whose signalling connection drops (or whose peer
+//     connection fails) after the call was paired is lost the same way;
+//     its PeerConnection is closed, the other side's stays. The side's new
+//     /media connection gets a new PeerConnection (offered the other
+//     side's tracks; a keyframe is requested from the other side's video
+//     senders), "paired" when it is up (to it only), and the tracks it
+//     sends feed the copies the other side already receives (same kind and
+//     codec), so the other side's connection is not renegotiated; a
+//     keyframe is requested from the new sender. The copies keep their
+//     SSRC; sequence numbers and timestamps jump, as after a sender
+//     restart. A side that comes back in the other media mode ends the
+//     call as disconnected.
 
 // Rebind implements plug.Rebinder: side r.Side of call r.Call gets a new
 // ticket; its old tickets are void, its old connection (if any) is cut, and
@@ -71,6 +81,7 @@ func (s *Server) Rebind(r plug.Rebind) {
 		// current and leaves quietly.
 		sd.conn = nil
 		sd.live.Store(nil)
+		sd.rtcUp = false
 		if !cl.paired {
 			cl.arrived--
 		}
@@ -82,6 +93,13 @@ func (s *Server) Rebind(r plug.Rebind) {
 }
 
 var _ plug.Rebinder = (*Server)(nil)
+
+// isPaired reports whether cl was paired (both sides connected once).
+func (s *Server) isPaired(cl *call) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return cl.paired
+}
 
 // wakeLocked wakes the relays waiting for a side of cl to change.
 func (s *Server) wakeLocked(cl *call) {
@@ -118,6 +136,7 @@ func (s *Server) lose(sd *side, c *websocket.Conn) {
 	}
 	sd.conn = nil
 	sd.live.Store(nil)
+	sd.rtcUp = false
 	s.wakeLocked(cl)
 	s.expectBackLocked(sd)
 	s.mu.Unlock()
@@ -131,18 +150,22 @@ func (s *Server) lose(sd *side, c *websocket.Conn) {
 // if it cannot.
 func (s *Server) rejoin(sd *side, c *websocket.Conn, mode string) bool {
 	cl := sd.call
-	if cl.webrtc || mode == protocol.MediaModeWebRTC {
+	rtc := mode == protocol.MediaModeWebRTC
+	if cl.webrtc != rtc {
 		s.mu.Lock()
 		s.endLocked(cl, protocol.ReasonDisconnected)
 		s.mu.Unlock()
-		s.log.Info("media: a WebRTC side cannot rejoin its call yet", "call", cl.id, "user", sd.user)
+		s.log.Info("media: a side came back in another media mode", "call", cl.id, "user", sd.user)
 		s.ender.EndCall(cl.id, sd.user, protocol.ReasonDisconnected)
 		s.drain(c)
 		return false
 	}
-	_ = c.SetWriteDeadline(time.Now().Add(s.writeTimeout))
-	if err := c.WriteJSON(protocol.Paired{Type: protocol.TypePaired, Peer: sd.peer().user}); err != nil {
-		return false // the back timer settles it
+	if !rtc {
+		// WebRTC: "paired" comes when the new peer connection is up.
+		_ = c.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+		if err := c.WriteJSON(protocol.Paired{Type: protocol.TypePaired, Peer: sd.peer().user}); err != nil {
+			return false // the back timer settles it
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -154,6 +177,7 @@ func (s *Server) rejoin(sd *side, c *websocket.Conn, mode string) bool {
 	}
 	sd.conn, sd.mode = c, mode
 	sd.live.Store(c)
+	sd.rtcUp = false
 	if sd.back != nil {
 		sd.back.Stop()
 		sd.back = nil

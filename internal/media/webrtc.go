@@ -33,6 +33,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -335,25 +336,28 @@ func (p *rtcPeer) send(v any) {
 
 // serveRTC runs a webrtc side from its hello to its end and returns the
 // side to blame (always sd: its socket or PeerConnection failed), or nil
-// when the call ended first.
-func (s *Server) serveRTC(sd *side) *side {
+// when the call ended first; clean is false when the signalling connection
+// dropped (no close frame: the side may come back, resume.go).
+func (s *Server) serveRTC(sd *side) (blamed *side, clean bool) {
 	cl := sd.call
 	p, err := s.newPeer(sd)
 	if err != nil {
 		s.log.Error("media: new peer connection", "call", cl.id, "err", err)
-		return sd
+		return sd, true
 	}
 	defer p.close()
 	s.mu.Lock()
 	if cl.ended {
 		s.mu.Unlock()
-		return nil
+		return nil, true
 	}
 	sd.rp = p
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		sd.rp = nil
+		if sd.rp == p {
+			sd.rp = nil
+		}
 		s.mu.Unlock()
 	}()
 
@@ -367,15 +371,15 @@ func (s *Server) serveRTC(sd *side) *side {
 	}
 	p.negotiate()
 	stopPings := p.keepAlive()
-	p.readLoop()
+	clean = p.readLoop()
 	stopPings()
 	s.mu.Lock()
 	ended := cl.ended
 	s.mu.Unlock()
 	if ended {
-		return nil
+		return nil, true
 	}
-	return sd
+	return sd, clean
 }
 
 func (s *Server) newPeer(sd *side) (*rtcPeer, error) {
@@ -424,11 +428,15 @@ func (p *rtcPeer) keepAlive() (stop func()) {
 }
 
 // readLoop reads the device's signalling until the socket ends.
-func (p *rtcPeer) readLoop() {
+// readLoop reads signalling until the connection ends; it reports whether
+// it ended cleanly (a close frame from the device, or an answer refused)
+// rather than by a drop (resume.go).
+func (p *rtcPeer) readLoop() (clean bool) {
 	for {
 		mt, data, err := p.conn.ReadMessage()
 		if err != nil {
-			return
+			var ce *websocket.CloseError
+			return errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure
 		}
 		if mt != websocket.TextMessage {
 			continue
@@ -442,7 +450,7 @@ func (p *rtcPeer) readLoop() {
 		case protocol.TypeAnswer:
 			if err := p.onAnswer(m.SDP); err != nil {
 				p.log.Info("media: answer refused", "err", err)
-				return
+				return true
 			}
 		case protocol.TypeCandidate:
 			p.onRemoteCandidate(m.Candidate)
@@ -567,6 +575,12 @@ func (p *rtcPeer) onState(st webrtc.PeerConnectionState) {
 		p.s.rtcConnected(p)
 	case webrtc.PeerConnectionStateFailed:
 		p.log.Info("media: peer connection failed")
+		if p.s.loser != nil {
+			// A drop: cut the signalling too, its ServeConn reports the
+			// side lost (resume.go).
+			_ = p.conn.Close()
+			return
+		}
 		p.s.fail(p.sd.call, p.sd.user)
 	case webrtc.PeerConnectionStateClosed:
 		// Closed by the device (DTLS close_notify), not by us: it left.
@@ -590,6 +604,7 @@ func (s *Server) rtcConnected(p *rtcPeer) {
 		return
 	}
 	p.sd.rtcUp = true
+	rejoined := cl.paired
 	both := cl.sides[0].rtcUp && cl.sides[1].rtcUp
 	if both && cl.timer != nil {
 		cl.timer.Stop()
@@ -597,6 +612,11 @@ func (s *Server) rtcConnected(p *rtcPeer) {
 	}
 	s.mu.Unlock()
 	p.requestKeyframes()
+	if rejoined {
+		// A side back after a drop: only it learns it is paired again.
+		p.send(protocol.Paired{Type: protocol.TypePaired, Peer: p.sd.peer().user})
+		return
+	}
 	if !both {
 		return
 	}
@@ -636,10 +656,27 @@ func (p *rtcPeer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 	cl := p.sd.call
 	rc := &cl.rtc
 	rc.mu.Lock()
-	rc.sources[p.sd.idx] = append(rc.sources[p.sd.idx], src)
+	reused := false
+	for i, old := range rc.sources[p.sd.idx] {
+		// A side back after a drop (resume.go): its new track feeds the
+		// copy the peer already receives, so the peer's connection needs
+		// no renegotiation.
+		if old.from != p && old.from.isClosed() && old.remote.Kind() == remote.Kind() &&
+			strings.EqualFold(old.local.Codec().MimeType, remote.Codec().MimeType) {
+			src.local = old.local
+			rc.sources[p.sd.idx][i] = src
+			reused = true
+			break
+		}
+	}
+	if !reused {
+		rc.sources[p.sd.idx] = append(rc.sources[p.sd.idx], src)
+	}
 	to := rc.peers[1-p.sd.idx]
 	rc.mu.Unlock()
-	if to != nil {
+	if reused {
+		src.requestKeyframe(rc, 0) // the peer's decoder needs one from the new sender
+	} else if to != nil {
 		to.attach(src)
 		to.negotiate()
 	}
@@ -703,17 +740,40 @@ func (p *rtcPeer) feedback(sender *webrtc.RTPSender, src *source) {
 		if err != nil {
 			return
 		}
+		cur := rc.current(src)
 		for _, pkt := range pkts {
 			switch r := pkt.(type) {
 			case *rtcp.PictureLossIndication:
-				src.requestKeyframe(rc, r.SenderSSRC)
+				cur.requestKeyframe(rc, r.SenderSSRC)
 			case *rtcp.FullIntraRequest:
-				src.requestKeyframe(rc, r.SenderSSRC)
+				cur.requestKeyframe(rc, r.SenderSSRC)
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
-				src.forwardREMB(rc, r)
+				cur.forwardREMB(rc, r)
 			}
 		}
 	}
+}
+
+// current returns the source that feeds src's local track now: src, or
+// the one that replaced it when its side came back after a drop.
+func (rc *rtcCall) current(src *source) *source {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, side := range rc.sources {
+		for _, x := range side {
+			if x.local == src.local {
+				return x
+			}
+		}
+	}
+	return src
+}
+
+// isClosed reports whether p is closing or closed.
+func (p *rtcPeer) isClosed() bool {
+	p.lifeMu.Lock()
+	defer p.lifeMu.Unlock()
+	return p.closed
 }
 
 // requestKeyframes asks the peer's video senders for a keyframe for p (p

@@ -402,3 +402,31 @@ func TestResumeTakesOverHalfOpen(t *testing.T) {
 	}
 	_ = a3
 }
+
+// TestPasswdEndsDevicesInGrace: a password change removes the user's
+// devices waiting for a resume at once (their call ends, peers see them
+// offline); they cannot be resumed.
+func TestPasswdEndsDevicesInGrace(t *testing.T) {
+	ts, _ := newResumeServer(t, trio)
+	carol := ts.loginR(t, "carol")
+	a, b, _, _ := inCall(t, ts)
+	carol.next(isType(protocol.TypeStatus)) // alice online
+	a.drop()
+	b.next(isType(protocol.TypeReconnecting))
+	a2 := ts.loginR(t, "alice")
+	if m := a2.do(`{"type":"passwd","user":"alice","password":%q,"new":"another-password"}`, testPassword); !m.OK {
+		t.Fatalf("passwd: %s %s", m.Error, m.Reason)
+	}
+	if m := b.next(isType(protocol.TypeUnpair)); m.Reason != protocol.ReasonDisconnected {
+		t.Fatalf("unpair: %+v", m)
+	}
+	if got := ts.Devices("alice"); got != 1 {
+		t.Fatalf("alice has %d devices, want 1", got)
+	}
+	n := ts.openR(t)
+	m := n.do(`{"type":"whoami","user":"alice","password":"another-password","resume":%q}`, a.device)
+	if !m.OK || m.Device == a.device {
+		t.Fatalf("resume after passwd: %+v", m)
+	}
+	noStatus(t, carol, "alice")
+}

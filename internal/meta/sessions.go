@@ -245,11 +245,23 @@ func (s *Server) changePassword(ctx context.Context, user, hash string, keep *Se
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if us := s.users[user]; us != nil {
+		var away []*Session
 		for _, d := range us.devices {
+			if d.inGrace {
+				away = append(away, d)
+				continue
+			}
 			if d != keep {
 				d.kick(protocol.ClosePolicy, protocol.CloseReasonPasswordChanged)
 				closed++
 			}
+		}
+		// Devices waiting for a resume (section 8) are gone now: their
+		// sessions are revoked, and a password change ends them like the
+		// open ones.
+		for _, d := range away {
+			s.leaveGraceLocked(d)
+			s.removeDeviceLocked(d)
 		}
 	}
 	s.log.Info("password changed", "user", user, "sessions_revoked", revoked, "connections_closed", closed)
