@@ -229,7 +229,15 @@ async function ensureClient () {
   client.addEventListener('unpair', onUnpaired)
   client.addEventListener('force-call', onForceCall)
   client.addEventListener('reconnecting', (e) => { if (app.call && e.detail.user === app.call.peer) { app.call.peerReconnecting = true; app.call.peerDrops++; renderStage() } })
-  client.addEventListener('resumed', (e) => { if (app.call && e.detail.user === app.call.peer) { app.call.peerReconnecting = false; renderStage() } })
+  client.addEventListener('resumed', (e) => {
+    const call = app.call
+    if (!call || e.detail.user !== call.peer) return
+    call.peerReconnecting = false
+    // The relay re-pairs the peer's new media connection with ours: start
+    // a new stream (with its header) for it. WebRTC needs nothing here.
+    if (call.media && call.media.mode === 'relay') call.media.restartStream()
+    renderStage()
+  })
   client.addEventListener('missed-call', onMissedCall)
   client.addEventListener('media-state', (e) => { if (app.call) { app.call.ice = e.detail.iceConnectionState; renderStage() } })
   client.addEventListener('close', (e) => onClosed(client, e.detail))

@@ -699,6 +699,14 @@ export class MediaHandle extends EventTarget {
     this.startedAt = Date.now()
   }
 
+  /**
+   * restartStream starts the recording afresh, so that what the peer
+   * receives next begins with a WebM header. Call it when the peer's media
+   * reconnected (its `resumed` event): its new connection cannot decode the
+   * middle of the old stream.
+   */
+  restartStream () { this._restartRecording() }
+
   /** _restartRecording starts a new recording (a new WebM stream with its header). */
   _restartRecording () {
     const old = this._recorder
