@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -85,6 +86,17 @@ type fakeMeta struct {
 	mu     sync.Mutex // guards the following
 	conns  []*websocket.Conn
 	medias []map[string]any // the first frame of each /media connection
+	whoami []map[string]any // every whoami received
+}
+
+// drop ends every /meta connection without a close frame (a network drop).
+func (f *fakeMeta) drop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.conns {
+		c.UnderlyingConn().Close()
+	}
+	f.conns = nil
 }
 
 func newFakeMeta(t *testing.T) *fakeMeta {
@@ -108,6 +120,11 @@ func newFakeMeta(t *testing.T) *fakeMeta {
 			var m map[string]any
 			if json.Unmarshal(b, &m) != nil {
 				continue
+			}
+			if m["type"] == "whoami" {
+				f.mu.Lock()
+				f.whoami = append(f.whoami, m)
+				f.mu.Unlock()
 			}
 			f.send(c, answer(m))
 		}
@@ -169,10 +186,11 @@ func answer(m map[string]any) map[string]any {
 			return fail("exists", "user exists")
 		}
 	case "whoami":
-		if m["password"] == "wrongpass" {
+		if m["password"] == "wrongpass" || m["session"] == "revoked" {
 			return fail("auth-failed", "unknown user or wrong password")
 		}
 		res["device"] = "d1"
+		res["session"] = "s-alice"
 	case "peers":
 		res["peers"] = []map[string]any{
 			{"user": "bob", "mutual": true, "online": true, "status": "online"},
@@ -381,6 +399,24 @@ func TestAppScreens(t *testing.T) {
 			screenshot(t, b, dir, sz.name+"-6-in-call")
 			step("camera on, unmute", chromedp.Click("#btn-camera"), chromedp.Click("#btn-mute"))
 			wait("camera on, unmuted", `document.querySelector('#local-off').hidden && umplugApp.call.stream.getVideoTracks()[0].enabled && umplugApp.call.stream.getAudioTracks()[0].enabled`)
+			// The /meta connection drops mid-call: the call view stays and
+			// says "Reconnecting…"; the app logs in again with the session
+			// and resumes its device (the fake answers with the same device
+			// id); the server's fresh force-call reconnects the media.
+			gen := eval1[int](t, b, `umplugApp.call.mediaGen`)
+			f.drop()
+			wait("call view reconnecting", `document.querySelector('#state').textContent === 'in-call' && !document.querySelector('#call-unstable').hidden && document.querySelector('#call-unstable').textContent === 'Reconnecting…' && document.querySelector('#call-phase').textContent === 'reconnecting…'`)
+			wait("logged in again, call kept", `!!umplugApp.client && !umplugApp.client.closed && document.querySelector('#reconnecting').hidden && document.querySelector('#state').textContent === 'in-call' && !document.querySelector('#call-unstable').hidden`)
+			screenshot(t, b, dir, sz.name+"-6b-call-reconnecting")
+			f.push(map[string]any{"type": "force-call", "peer": "bob", "ticket": "tk3", "media": "/media"})
+			wait("media back", fmt.Sprintf(`umplugApp.call.mediaGen === %d && !!umplugApp.call.media && document.querySelector('#call-unstable').hidden && document.querySelector('#call-phase').textContent === 'connected'`, gen+1))
+			// The peer drops and comes back.
+			f.push(map[string]any{"type": "reconnecting", "user": "bob", "peer": "alice"})
+			wait("peer reconnecting", `!document.querySelector('#call-unstable').hidden && document.querySelector('#call-unstable').textContent === 'bob is reconnecting…'`)
+			screenshot(t, b, dir, sz.name+"-6c-peer-reconnecting")
+			f.push(map[string]any{"type": "resumed", "user": "bob", "peer": "alice"})
+			wait("peer back", `document.querySelector('#call-unstable').hidden && document.querySelector('#state').textContent === 'in-call'`)
+
 			f.push(map[string]any{"type": "unpair", "user": "bob", "peer": "alice", "reason": "hangup"})
 			if err := waitState(b, "idle"); err != nil {
 				t.Fatal(err)
@@ -388,6 +424,25 @@ func TestAppScreens(t *testing.T) {
 			if got := text(b, "#notice-text"); !strings.Contains(got, "hung up") {
 				t.Errorf("hangup notice %q", got)
 			}
+
+			// The connection drops: the app says so and comes back by
+			// itself with the session, presenting its device to resume.
+			f.drop()
+			wait("reconnecting banner", `!document.querySelector('#reconnecting').hidden`)
+			wait("back by itself", `document.querySelector('#reconnecting').hidden && document.querySelector('#state').textContent === 'idle' && !!umplugApp.client && !umplugApp.client.closed`)
+			f.mu.Lock()
+			last := f.whoami[len(f.whoami)-1]
+			f.mu.Unlock()
+			if last["session"] != "s-alice" || last["resume"] != "d1" || last["password"] != nil {
+				t.Errorf("reconnect sent whoami %v, want the session and resume d1, no password", last)
+			}
+			// A session the server refuses: the sign-in form, with why.
+			step("revoked session", chromedp.Evaluate[chromedp.Void](`localStorage.setItem('umplug.session', JSON.stringify({ user: 'alice', session: 'revoked' }))`), chromedp.Reload())
+			wait("sign-in form", `!document.querySelector('#auth').hidden && document.querySelector('#state').textContent === 'logged-out' && document.querySelector('#error-text').textContent.includes('Please log in again') && localStorage.getItem('umplug.session') === null`)
+			if got := text(b, "#auth-keys"); !strings.Contains(got, "Enter logs in") || !strings.Contains(got, "Register") {
+				t.Errorf("sign-in form hint %q does not say which button to use", got)
+			}
+			screenshot(t, b, dir, sz.name+"-7-session-ended")
 			cspClean(t, b, sz.name)
 		})
 	}

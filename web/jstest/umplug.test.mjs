@@ -475,3 +475,70 @@ test('explicit webrtc mode does not fall back', async () => {
   ws.serverClose(1003, 'media mode not supported')
   await assert.rejects(p, (err) => err.code === 'media-closed' && err.closeCode === 1003)
 })
+
+test('sessions: loginSession with resume, passwd keeps the fresh session, logout forgets it', async () => {
+  const { c, ws } = await connect()
+  const p = c.loginSession('alice', 'S1', { resume: 'd7' })
+  assert.deepEqual(ws.lastSent(), { type: 'whoami', user: 'alice', session: 'S1', resume: 'd7', tx: 1 })
+  ws.serverSend({ type: 'res', for: 'whoami', tx: 1, ok: true, device: 'd7', session: 'S1' })
+  const res = await p
+  assert.equal(res.resumed, true)
+  assert.equal(c.device, 'd7')
+  assert.equal(c.session, 'S1')
+
+  const p2 = c.passwd('oldpassword', 'newpassword')
+  assert.deepEqual(ws.lastSent(), { type: 'passwd', user: 'alice', password: 'oldpassword', new: 'newpassword', tx: 2 })
+  ws.serverSend({ type: 'res', for: 'passwd', tx: 2, ok: true, session: 'S2' })
+  await p2
+  assert.equal(c.session, 'S2')
+
+  const p3 = c.logout()
+  assert.deepEqual(ws.lastSent(), { type: 'logout', user: 'alice', tx: 3 })
+  ws.serverSend({ type: 'res', for: 'logout', tx: 3, ok: true })
+  await p3
+  assert.equal(c.session, null)
+})
+
+test('sessions: a password login gets a session; a resume that the server refuses is not resumed', async () => {
+  const { c, ws } = await connect()
+  const p = c.login('alice', 'sesameopen')
+  ws.serverSend({ type: 'res', for: 'whoami', tx: 1, ok: true, device: 'd1', session: 'S9' })
+  assert.equal((await p).resumed, false)
+  assert.equal(c.session, 'S9')
+  const { c: c2, ws: ws2 } = await connect()
+  const p2 = c2.loginSession('alice', 'S9', { resume: 'd1' })
+  ws2.serverSend({ type: 'res', for: 'whoami', tx: 1, ok: true, device: 'd2', session: 'S9' })
+  assert.equal((await p2).resumed, false)
+  assert.equal(c2.device, 'd2')
+})
+
+test('missed calls: list, clear, and the live event', async () => {
+  const { c, ws } = await connect()
+  c.user = 'bob'
+  const calls = [{ user: 'alice', at: '2026-01-01T10:00:00.000Z', reason: 'timeout' }]
+  const p = c.missedCalls()
+  assert.deepEqual(ws.lastSent(), { type: 'missed-calls', user: 'bob', tx: 1 })
+  ws.serverSend({ type: 'res', for: 'missed-calls', tx: 1, ok: true, calls })
+  assert.deepEqual(await p, calls)
+  const p2 = c.missedCalls({ clear: true })
+  assert.deepEqual(ws.lastSent(), { type: 'missed-calls', user: 'bob', clear: true, tx: 2 })
+  ws.serverSend({ type: 'res', for: 'missed-calls', tx: 2, ok: true, calls: [] })
+  assert.deepEqual(await p2, [])
+  let got = null
+  c.addEventListener('missed-call', (e) => { got = e.detail })
+  ws.serverSend({ type: 'missed-call', user: 'alice', peer: 'bob', at: calls[0].at, reason: 'offline' })
+  assert.equal(got.reason, 'offline')
+})
+
+test('close defaults to 1000 (gone for good: no resume window) and takes another code', async () => {
+  const { c, ws } = await connect()
+  let closed = null
+  c.addEventListener('close', (e) => { closed = e.detail })
+  c.close()
+  assert.equal(closed.code, 1000)
+  const { c: c2 } = await connect()
+  c2.addEventListener('close', (e) => { closed = e.detail })
+  c2.close(4000, 'retry')
+  assert.equal(closed.code, 4000)
+  void ws
+})

@@ -19,7 +19,13 @@ const PEERS_REFRESH_MS = 4000 // becoming a mutual peer sends no event: poll the
 const app = {
   client: null,
   state: 'logged-out',
-  creds: null, // {user, password} kept in memory only, for Reconnect
+  creds: null, // {user} while logged in (the password is never kept)
+  session: null, // {user, session}: logs in again without the password (also in localStorage)
+  device: null, // this tab's device id, presented to resume it (also in sessionStorage)
+  offline: false, // logged in, but the /meta connection is down: reconnecting
+  retry: { attempt: 0, timer: null, at: 0, busy: false, tick: null, resumeTries: 0 }, // reconnect backoff
+  serverRestarted: false, // a call ended with reason shutdown: say so once back online
+  missed: [], // missed calls, newest first: {user, at, reason}
   peers: new Map(), // name -> {user, mutual, online, status}
   call: null, // {peer, tx, role, stream, media, muted, cameraOff, acceptedAt, connectedAt, firstFrameAt, quality, …}
   refreshTimer: null,
@@ -81,15 +87,14 @@ function endReason (kind, reason, peer) {
     switch (reason) {
       case 'hangup': return `${p} hung up.`
       case 'disconnected': return `The call with ${p} was disconnected.`
-      case 'shutdown': return 'The call ended: the server is shutting down.'
+      case 'shutdown': return 'The call ended: the server is restarting.'
     }
   }
   return `The call with ${p} ended${reason ? ` (${reason})` : ''}.`
 }
 
-function showError (text, { reconnect = false } = {}) {
+function showError (text) {
   $('#error-text').textContent = text
-  $('#btn-reconnect').hidden = !reconnect
   $('#error').hidden = false
 }
 function clearError () { $('#error').hidden = true }
@@ -107,12 +112,16 @@ function setState (s) {
   el.textContent = s
   el.dataset.state = s
   document.body.dataset.state = s
-  $('#auth').hidden = s !== 'logged-out'
+  // Logged out with a stored session: signing in by ourselves (the banner
+  // says so); the form shows only if the session is refused.
+  $('#auth').hidden = s !== 'logged-out' || !!app.session
   $('#home').hidden = s !== 'idle'
   $('#outgoing').hidden = s !== 'ringing'
   $('#incoming').hidden = s !== 'incoming'
   $('#call').hidden = s !== 'in-call'
   $('#btn-logout').hidden = s === 'logged-out'
+  $('#btn-missed').hidden = s === 'logged-out'
+  $('#btn-account').hidden = s === 'logged-out'
   $('#me').hidden = s === 'logged-out'
   document.title = s === 'incoming' && app.call ? `${app.call.peer} is calling – umplug` : 'umplug'
   // What the speaker plays follows the screen: a ringtone while a call
@@ -122,11 +131,92 @@ function setState (s) {
   else tones.stop()
   if (s !== 'incoming') closeCallNotification()
   renderPeers()
+  renderMissed()
 }
 
 function setPhase (text) { $('#call-phase').textContent = text }
 
-// ---- connection and login ---------------------------------------------------
+// ---- connection and login ----------------------------------------------------
+
+// Reconnecting: exponential backoff with full jitter. Attempt n waits a
+// random time in [0, min(cap, base·2ⁿ)), so that 10,000 tabs dropped by one
+// server restart come back spread over seconds, not in the same instant.
+//
+// A device in a call that dropped by itself (no word from the server) has
+// only the server's resume window (20 s, PROTOCOL.md §8) to come back with
+// its call: during that window its waits are capped at 2 s. A server that
+// shuts down says so (1001) and ends the calls first, so a restart storm
+// gets the full backoff.
+const BACKOFF_BASE_MS = 500
+const BACKOFF_CAP_MS = 30000
+const RESUME_CAP_MS = 2000
+const RESUME_WINDOW_MS = 20000
+const RESUME_TRIES = 4 // a refused resume is asked again this often, RESUME_RETRY_MS apart, within the window
+const RESUME_RETRY_MS = 800
+
+/** backoffDelay is how long to wait before reconnect attempt n (0-based). */
+function backoffDelay (attempt) {
+  const resuming = !!app.call && app.droppedAt && Date.now() - app.droppedAt < RESUME_WINDOW_MS
+  const cap = resuming ? RESUME_CAP_MS : BACKOFF_CAP_MS
+  return Math.random() * Math.min(cap, BACKOFF_BASE_MS * 2 ** Math.min(attempt, 20))
+}
+
+// Where the login survives a reload. The session (a secret that logs this
+// user in again without the password, PROTOCOL.md §8) is in localStorage:
+// every tab and a browser restart stay logged in until "Log out" (which
+// revokes it on the server) or a password change. The device id, which a
+// reloaded page presents to resume its device (and its call), is in
+// sessionStorage: it belongs to this tab only, so two tabs never try to
+// take over each other's device. The password is never kept.
+const SESSION_KEY = 'umplug.session'
+const DEVICE_KEY = 'umplug.device'
+
+function loadJSON (storage, key) {
+  try { return JSON.parse(storage.getItem(key) || 'null') } catch { return null }
+}
+function saveJSON (storage, key, value) {
+  try { storage.setItem(key, JSON.stringify(value)) } catch { /* storage refused (private mode): this page only */ }
+}
+function storedSession () {
+  const v = loadJSON(localStorage, SESSION_KEY)
+  return v && typeof v.user === 'string' && typeof v.session === 'string' ? v : null
+}
+function storedDevice (user) {
+  const v = loadJSON(sessionStorage, DEVICE_KEY)
+  return v && v.user === user && typeof v.device === 'string' ? v.device : null
+}
+/** storedDropAt is when the page that had the stored device went away (pagehide), or 0. */
+function storedDropAt () {
+  const v = loadJSON(sessionStorage, DEVICE_KEY)
+  return v && typeof v.at === 'number' ? v.at : 0
+}
+
+/**
+ * onPageHide: the page goes away (reload, navigation, tab closed). Tell the
+ * server now, with a close that keeps the resume window (not 1000), so the
+ * reloaded page's resume does not race the old connection's end; and note
+ * when, so the new page knows whether its device may still be held.
+ */
+function onPageHide () {
+  const c = app.client
+  if (!c || c.closed || !app.creds || !app.device) return
+  saveJSON(sessionStorage, DEVICE_KEY, { user: app.creds.user, device: app.device, at: Date.now() })
+  app.client = null
+  c.close(4001, 'page closed')
+}
+function forgetSession () {
+  app.session = null
+  try {
+    localStorage.removeItem(SESSION_KEY)
+    sessionStorage.removeItem(DEVICE_KEY)
+  } catch { /* nothing stored */ }
+}
+
+/** cli is the connected client, or an UmplugError 'closed' while offline. */
+function cli () {
+  if (!app.client || app.client.closed) throw new UmplugError('closed', 'not connected to the server')
+  return app.client
+}
 
 async function ensureClient () {
   if (app.client && !app.client.closed) return app.client
@@ -138,8 +228,17 @@ async function ensureClient () {
   client.addEventListener('cancel', onCancelled)
   client.addEventListener('unpair', onUnpaired)
   client.addEventListener('force-call', onForceCall)
-  client.addEventListener('reconnecting', (e) => { if (app.call && e.detail.user === app.call.peer) { app.call.peerReconnecting = true; renderStage() } })
-  client.addEventListener('resumed', (e) => { if (app.call && e.detail.user === app.call.peer) { app.call.peerReconnecting = false; renderStage() } })
+  client.addEventListener('reconnecting', (e) => { if (app.call && e.detail.user === app.call.peer) { app.call.peerReconnecting = true; app.call.peerDrops++; renderStage() } })
+  client.addEventListener('resumed', (e) => {
+    const call = app.call
+    if (!call || e.detail.user !== call.peer) return
+    call.peerReconnecting = false
+    // The relay re-pairs the peer's new media connection with ours: start
+    // a new stream (with its header) for it. WebRTC needs nothing here.
+    if (call.media && call.media.mode === 'relay') call.media.restartStream()
+    renderStage()
+  })
+  client.addEventListener('missed-call', onMissedCall)
   client.addEventListener('media-state', (e) => { if (app.call) { app.call.ice = e.detail.iceConnectionState; renderStage() } })
   client.addEventListener('close', (e) => onClosed(client, e.detail))
   // Autoplay with sound can be refused without a tap; offer one.
@@ -186,61 +285,410 @@ async function authenticate (register) {
         return
       }
     }
+    let res
     try {
-      await client.login(creds.user, creds.password)
+      res = await client.login(creds.user, creds.password)
     } catch (err) {
-      showError(humanError(err, { action: 'login' }))
+      // Enter logs in, it never registers (a typo must not create an
+      // account): say which button is for a new name.
+      showError(err instanceof UmplugError && err.code === 'auth-failed'
+        ? 'Wrong user name or password. New here? Press Register to create this account.'
+        : humanError(err, { action: 'login' }))
       return
     }
-    loggedIn(creds)
+    loggedIn(creds.user, res)
     if (register) showNotice(`Welcome, ${creds.user}! Add a peer by name to get started.`)
   } finally {
     buttons.forEach((b) => { b.disabled = false })
   }
 }
 
-function loggedIn (creds) {
-  app.creds = creds
+/**
+ * loggedIn takes over after a successful whoami (password or session):
+ * keeps the session and device id for reconnects, and shows the home
+ * screen, or keeps the call screen when the device was resumed with its
+ * call.
+ */
+function loggedIn (user, res) {
+  app.creds = { user }
+  app.offline = false
+  app.device = res.device || null
+  if (res.session) {
+    app.session = { user, session: res.session }
+    saveJSON(localStorage, SESSION_KEY, app.session)
+  }
+  if (app.device) saveJSON(sessionStorage, DEVICE_KEY, { user, device: app.device })
   $('#reg-pass').value = ''
-  $('#me').textContent = creds.user
-  setState('idle')
+  $('#me').textContent = user
+  hideReconnecting()
+  const call = app.call
+  const hungUp = app.hungUpOffline
+  app.hungUpOffline = null
+  app.ignoreForceCall = hungUp && res.resumed && !call ? hungUp : null
+  if (app.ignoreForceCall) app.client.unpair(hungUp).catch(() => {}) // hung up while offline
+  if (call && res.resumed) {
+    // Same device, same call: the server sends a fresh force-call to
+    // reconnect the media (onForceCall replaces it).
+    setState(app.state)
+    renderStage()
+  } else {
+    if (call) {
+      endCall(app.serverRestarted ? null : `The call with “${call.peer}” was disconnected.`)
+    }
+    setState('idle')
+  }
+  if (app.serverRestarted) {
+    app.serverRestarted = false
+    showNotice('The server restarted, which ended your call. You are back online.')
+  }
   refreshPeers()
+  loadMissed()
   clearInterval(app.refreshTimer)
   app.refreshTimer = setInterval(() => { if (app.state === 'idle') refreshPeers() }, PEERS_REFRESH_MS)
 }
 
-function logout () {
+/**
+ * logout revokes this device's session on the server (so that it logs no
+ * one in again), forgets it here and closes the connection with 1000 (the
+ * device is gone for good: no resume window).
+ */
+async function logout () {
+  stopReconnecting()
   clearInterval(app.refreshTimer)
+  const session = app.session
+  forgetSession()
+  const call = app.call
+  if (call && app.client && !app.client.closed) {
+    // Hang up first: the peer is told "hung up", not "disconnected".
+    const peer = call.peer
+    const ending = app.state === 'ringing' ? app.client.cancel(peer) : app.state === 'incoming' ? app.client.reject(peer, call.tx) : app.client.unpair(peer)
+    await Promise.race([ending.catch(() => {}), new Promise((resolve) => setTimeout(resolve, 2000))])
+  }
   endCall(null)
   app.creds = null
+  app.device = null
+  app.offline = false
   app.peers.clear()
+  app.missed = []
+  renderMissed()
+  closePanels()
   const c = app.client
   app.client = null
-  if (c) c.close()
   clearError()
   clearNotice()
   setState('logged-out')
+  if (c && !c.closed) {
+    try { await c.logout() } catch { /* the session expires on its own */ }
+    c.close(1000, 'logout')
+  } else if (session) {
+    // Offline: revoke it on a connection of its own as soon as possible.
+    revokeLater(session)
+  }
+}
+
+/** revokeLater logs in with a session only to log it out (used when Log out was pressed offline). */
+async function revokeLater (session) {
+  try {
+    const c = await UmplugClient.connect()
+    try {
+      await c.loginSession(session.user, session.session)
+      await c.logout()
+    } finally {
+      c.close(1000, 'logout')
+    }
+  } catch { /* the server is unreachable: the session expires unused */ }
+}
+
+/** signedOut shows the sign-in form with why (the session is no longer valid). */
+function signedOut (message) {
+  stopReconnecting()
+  clearInterval(app.refreshTimer)
+  forgetSession()
+  if (app.call) endCall(null)
+  app.creds = null
+  app.device = null
+  app.offline = false
+  app.peers.clear()
+  closePanels()
+  setState('logged-out')
+  showError(message)
 }
 
 function onClosed (client, detail) {
   if (client !== app.client) return // an old connection we closed on purpose
-  clearInterval(app.refreshTimer)
-  if (app.call) endCall(null)
   app.client = null
-  setState('logged-out')
-  if (app.creds) showError(`Lost the connection to the server${detail && detail.code ? ` (code ${detail.code})` : ''}.`, { reconnect: true })
+  clearInterval(app.refreshTimer)
+  if (detail && detail.code === 1008 && /password/i.test(detail.reason || '')) {
+    signedOut('Your password was changed (here, on another device, or by the administrator). Please log in with the new password.')
+    return
+  }
+  if (detail && detail.code === 1008 && /resumed/i.test(detail.reason || '')) {
+    // Another connection took this device over (a duplicated tab carries
+    // our device id): come back as a new device, without the call.
+    app.device = null
+    try { sessionStorage.removeItem(DEVICE_KEY) } catch { /* nothing stored */ }
+    if (app.call) endCall(`The call with “${app.call.peer}” moved to another tab or window.`)
+  }
+  if (!app.session || !app.creds) { // not logged in: nothing to come back to
+    if (app.state !== 'logged-out') setState('logged-out')
+    return
+  }
+  // Logged in: keep what is on screen (the call too: the server keeps it
+  // for a short while, PROTOCOL.md §8) and come back by ourselves.
+  app.offline = true
+  app.droppedAt = detail && detail.code === 1001 ? 0 : Date.now() // 1001: the server went away on purpose
+  if (app.call) {
+    app.call.reconnecting = true
+    if (app.state === 'in-call') setPhase('reconnecting…')
+    renderStage()
+  }
+  renderPeers()
+  if (!app.retry.busy) scheduleReconnect()
 }
 
-async function reconnect () {
-  const creds = app.creds
-  clearError()
-  if (!creds) return
+/** scheduleReconnect plans the next attempt with backoff and shows the banner. */
+function scheduleReconnect () {
+  clearTimeout(app.retry.timer)
+  const d = backoffDelay(app.retry.attempt++)
+  app.retry.at = Date.now() + d
+  app.retry.timer = setTimeout(tryReconnect, d)
+  showReconnecting()
+}
+
+function stopReconnecting () {
+  clearTimeout(app.retry.timer)
+  app.retry.timer = null
+  app.retry.attempt = 0
+  hideReconnecting()
+}
+
+/**
+ * tryReconnect opens a new connection and logs in with the session,
+ * resuming this tab's device (and with it presence and the call) when the
+ * server still holds it.
+ */
+async function tryReconnect () {
+  clearTimeout(app.retry.timer)
+  app.retry.timer = null
+  const s = app.session
+  if (!s || app.retry.busy) return
+  app.retry.busy = true
+  app.retry.at = 0
+  showReconnecting()
+  let client = null
   try {
-    const client = await ensureClient()
-    await client.login(creds.user, creds.password)
-    loggedIn(creds)
+    client = await ensureClient()
+    const resume = app.device || storedDevice(s.user) || undefined
+    const res = await client.loginSession(s.user, s.session, { resume })
+    if (app.session !== s || app.client !== client) { client.close(1000, 'logout'); return } // logged out meanwhile
+    if (resume && !res.resumed && app.retry.resumeTries < RESUME_TRIES && app.droppedAt && Date.now() - app.droppedAt < RESUME_WINDOW_MS) {
+      // Refused while the old connection may not be noticed as gone yet
+      // (a reload races the old page's close; a half-open socket must be
+      // quiet for 2 s before the server lets a resume take it over): give
+      // this fresh device back at once (1000) and ask again shortly.
+      app.retry.resumeTries++
+      app.client = null
+      client.close(1000, 'retry resume')
+      clearTimeout(app.retry.timer)
+      app.retry.at = Date.now() + RESUME_RETRY_MS
+      app.retry.timer = setTimeout(tryReconnect, RESUME_RETRY_MS)
+      return
+    }
+    app.retry.resumeTries = 0
+    app.retry.attempt = 0
+    loggedIn(s.user, res)
   } catch (err) {
-    showError(humanError(err, { action: 'login' }), { reconnect: true })
+    if (client && app.client === client) {
+      app.client = null // closed on purpose: onClosed must not schedule again
+      client.close(4000, 'retry') // not 1000: a whoami that resumed but answered too late keeps its window
+    }
+    if (app.session !== s) return
+    if (err instanceof UmplugError && err.code === 'auth-failed') {
+      signedOut('Your login has ended (logged out, expired, or the password was changed). Please log in again.')
+      return
+    }
+    scheduleReconnect()
+  } finally {
+    app.retry.busy = false
+  }
+}
+
+function showReconnecting () {
+  $('#reconnecting').hidden = false
+  renderReconnecting()
+  if (!app.retry.tick) app.retry.tick = setInterval(renderReconnecting, 500)
+  document.body.dataset.offline = 'true'
+}
+
+function renderReconnecting () {
+  const left = app.retry.at ? Math.ceil((app.retry.at - Date.now()) / 1000) : 0
+  const first = !app.creds || app.state === 'logged-out'
+  $('#reconnecting-text').textContent = app.retry.busy || left <= 0
+    ? (first ? 'Signing you in…' : 'Reconnecting…')
+    : `Reconnecting… (next try in ${left} s)`
+  $('#btn-reconnect-now').hidden = app.retry.busy || left <= 0
+}
+
+function hideReconnecting () {
+  $('#reconnecting').hidden = true
+  clearInterval(app.retry.tick)
+  app.retry.tick = null
+  delete document.body.dataset.offline
+}
+
+/** reconnectNow is "Try now" and the browser's online event: skip the wait. */
+function reconnectNow () {
+  if (app.retry.timer) tryReconnect()
+}
+
+/**
+ * onOnline is the browser's online event (a network came back, or the
+ * device moved to another one): retry at once if reconnecting; if the
+ * connection looks open, make sure it still is. A socket on a network that
+ * went away can stay "open" for minutes with nothing arriving (browsers do
+ * not close it, and a page cannot ping): a request that gets no answer
+ * within 5 s means it is dead, and the app reconnects (and resumes).
+ */
+async function onOnline () {
+  if (app.retry.timer) { tryReconnect(); return }
+  const client = app.client
+  if (!client || client.closed || !app.creds) return
+  const answered = await Promise.race([
+    client.peersOnline().then(() => true, (err) => err.code !== 'closed' && err.code !== 'timeout'),
+    new Promise((resolve) => setTimeout(() => resolve(false), LIVENESS_MS))
+  ])
+  if (!answered && app.client === client) abandon(client)
+}
+const LIVENESS_MS = 5000
+
+/** abandon gives a connection up as dead: reconnect now, without waiting for its close. */
+function abandon (client) {
+  client.close(4000, 'dead') // not 1000: the device wants to resume
+  onClosed(client, { code: 4000, reason: 'no answer' })
+}
+
+// ---- missed calls --------------------------------------------------------------
+
+async function loadMissed () {
+  const client = app.client
+  if (!client) return
+  try {
+    app.missed = await client.missedCalls()
+    renderMissed()
+  } catch (err) {
+    if (err.code !== 'closed') console.warn('missed calls', err)
+  }
+}
+
+function onMissedCall (ev) {
+  const { user, at, reason } = ev.detail
+  app.missed.unshift({ user, at, reason })
+  app.missed.length = Math.min(app.missed.length, 100)
+  renderMissed()
+}
+
+const MISSED_WHY = {
+  timeout: 'not answered',
+  cancelled: 'they hung up',
+  disconnected: 'they lost the connection',
+  offline: 'you were offline',
+  shutdown: 'the server restarted'
+}
+
+function formatWhen (at) {
+  const d = new Date(at)
+  if (Number.isNaN(d.getTime())) return ''
+  const today = new Date().toDateString() === d.toDateString()
+  return today
+    ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+    : d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' })
+}
+
+/** renderMissed draws the badge (how many) and the list (newest first). */
+function renderMissed () {
+  const n = app.missed.length
+  const badge = $('#missed-badge')
+  badge.hidden = n === 0
+  badge.textContent = n > 99 ? '99+' : String(n)
+  const btn = $('#btn-missed')
+  btn.title = n ? `${n} missed call${n === 1 ? '' : 's'}` : 'Missed calls'
+  btn.setAttribute('aria-label', btn.title)
+  $('#missed-empty').hidden = n > 0
+  $('#btn-missed-clear').disabled = n === 0
+  $('#missed-list').replaceChildren(...app.missed.map((m) => {
+    const li = document.createElement('li')
+    li.dataset.caller = m.user
+    const info = document.createElement('span')
+    info.className = 'info'
+    const name = document.createElement('span')
+    name.className = 'name'
+    name.textContent = m.user
+    const when = document.createElement('span')
+    when.className = 'when'
+    const time = document.createElement('time')
+    time.dateTime = m.at
+    time.textContent = formatWhen(m.at)
+    when.append(time, ` · ${MISSED_WHY[m.reason] || m.reason}`)
+    info.append(name, when)
+    const back = document.createElement('button')
+    back.type = 'button'
+    back.className = 'call-back primary'
+    back.textContent = 'Call back'
+    const p = app.peers.get(m.user)
+    back.disabled = !(p && p.mutual && p.online && app.state === 'idle' && !app.offline)
+    back.addEventListener('click', () => { closePanels(); startCall(m.user) })
+    li.append(info, back)
+    return li
+  }))
+}
+
+async function clearMissed () {
+  try {
+    await cli().missedCalls({ clear: true })
+    app.missed = []
+    renderMissed()
+  } catch (err) {
+    showError(humanError(err))
+  }
+}
+
+// ---- panels: missed calls and account -------------------------------------------
+
+function togglePanel (id) {
+  const el = $(id)
+  const open = el.hidden
+  closePanels()
+  el.hidden = !open
+  if (open && id === '#missed') renderMissed()
+  if (open && id === '#account') $('#passwd-user').value = app.creds ? app.creds.user : ''
+}
+
+function closePanels () {
+  $('#missed').hidden = true
+  $('#account').hidden = true
+}
+
+async function changePassword (ev) {
+  ev.preventDefault()
+  clearError()
+  const old = $('#passwd-old').value
+  const next = $('#passwd-new').value
+  if (new TextEncoder().encode(next).length < 8) {
+    showError('Passwords need at least 8 characters.')
+    return
+  }
+  try {
+    const res = await cli().passwd(old, next)
+    if (res.session && app.creds) {
+      app.session = { user: app.creds.user, session: res.session }
+      saveJSON(localStorage, SESSION_KEY, app.session)
+    }
+    $('#passwd-old').value = ''
+    $('#passwd-new').value = ''
+    closePanels()
+    showNotice('Password changed. Your other devices were logged out.')
+  } catch (err) {
+    showError(err instanceof UmplugError && err.code === 'auth-failed' ? 'The current password is wrong.' : humanError(err))
   }
 }
 
@@ -284,7 +732,7 @@ function renderPeers () {
     call.type = 'button'
     call.className = 'call primary'
     call.textContent = 'Call'
-    call.disabled = !(p.mutual && p.online && app.state === 'idle')
+    call.disabled = !(p.mutual && p.online && app.state === 'idle' && !app.offline)
     call.addEventListener('click', () => startCall(name))
     const rm = document.createElement('button')
     rm.type = 'button'
@@ -296,6 +744,7 @@ function renderPeers () {
     li.append(dot, info, call, rm)
     return li
   }))
+  if (!$('#missed').hidden) renderMissed()
 }
 
 async function addPeer (ev) {
@@ -309,7 +758,7 @@ async function addPeer (ev) {
     return
   }
   try {
-    await app.client.addPeers([name])
+    await cli().addPeers([name])
     input.value = ''
     await refreshPeers()
   } catch (err) {
@@ -320,7 +769,7 @@ async function addPeer (ev) {
 async function removePeer (name) {
   clearError()
   try {
-    await app.client.delPeers([name])
+    await cli().delPeers([name])
     app.peers.delete(name)
     renderPeers()
   } catch (err) {
@@ -335,7 +784,7 @@ async function setStatus (ev) {
   const status = input.value.trim()
   if (!status) return
   try {
-    await app.client.setStatus(status)
+    await cli().setStatus(status)
     showNotice(`Status set to “${status}”.`)
   } catch (err) {
     showError(humanError(err))
@@ -389,7 +838,7 @@ async function startCall (peer) {
   call.stream = await getMedia()
   if (app.call !== call) { stopStream(call.stream); return } // ended meanwhile
   try {
-    call.tx = await app.client.call(peer)
+    call.tx = await cli().call(peer)
   } catch (err) {
     if (app.call === call) {
       endCall(null)
@@ -403,7 +852,7 @@ async function cancelCall () {
   if (!call || app.state !== 'ringing') return
   endCall(`You cancelled the call to “${call.peer}”.`)
   try {
-    await app.client.cancel(call.peer)
+    await cli().cancel(call.peer)
   } catch (err) {
     if (err.code !== 'no-call' && err.code !== 'closed') showError(humanError(err, { peer: call.peer }))
   }
@@ -429,7 +878,7 @@ async function acceptCall () {
     call.stream = await getMedia()
     if (app.call !== call) { stopStream(call.stream); return } // cancelled while asking for the camera
     enterCall(call)
-    await app.client.accept(call.peer, call.tx)
+    await cli().accept(call.peer, call.tx)
   } catch (err) {
     if (app.call === call) {
       endCall(null)
@@ -445,7 +894,7 @@ async function rejectCall () {
   if (!call || app.state !== 'incoming') return
   endCall(`You declined the call from “${call.peer}”.`)
   try {
-    await app.client.reject(call.peer, call.tx)
+    await cli().reject(call.peer, call.tx)
   } catch (err) {
     if (err.code !== 'no-call' && err.code !== 'closed') showError(humanError(err, { peer: call.peer }))
   }
@@ -475,6 +924,7 @@ function onCancelled (ev) {
 function onUnpaired (ev) {
   const call = app.call
   if (!call || ev.detail.user !== call.peer) return
+  if (ev.detail.reason === 'shutdown') app.serverRestarted = true // said again once we are back
   endCall(endReason('unpair', ev.detail.reason, call.peer))
 }
 
@@ -495,7 +945,19 @@ function enterCall (call) {
 
 async function onForceCall (ev) {
   const fc = ev.detail
-  const call = app.call
+  let call = app.call
+  if (!call && app.state === 'idle' && app.ignoreForceCall !== fc.peer) {
+    // A resumed device whose page was reloaded mid-call: the server's fresh
+    // force-call is all it knows of the call. Take it up again.
+    call = app.call = newCall(fc.peer, null, 'resumed')
+    call.reconnecting = true
+    call.acceptedAt = Date.now()
+    enterCall(call)
+    call.stream = await getMedia()
+    if (app.call !== call) { stopStream(call.stream); return }
+    showLocal()
+    renderControls()
+  }
   if (!call || fc.peer !== call.peer) return
   enterCall(call) // glare, or force-call before accept's res
   if (call.media) {
@@ -505,14 +967,15 @@ async function onForceCall (ev) {
     call.media = null
     old.stop()
   }
-  setPhase('waiting for the other side…')
+  setPhase(call.reconnecting ? 'reconnecting…' : 'waiting for the other side…')
+  renderStage()
   const remote = $('#remote-video')
   remote.muted = false
   call.mode = mediaSetting()
   const gen = call.mediaGen = (call.mediaGen || 0) + 1 // a later force-call supersedes this one
   let media
   try {
-    media = await app.client.startMedia(fc, {
+    media = await cli().startMedia(fc, {
       mode: call.mode,
       localStream: call.stream,
       remoteVideo: remote,
@@ -521,6 +984,7 @@ async function onForceCall (ev) {
     })
   } catch (err) {
     if (app.call === call && call.mediaGen === gen) {
+      if (app.offline || call.peerReconnecting) return // a drop: the resume brings a new force-call
       endCall(null)
       showError(humanError(err, { peer: call.peer }))
       app.client && app.client.unpair(call.peer).catch(() => {})
@@ -529,10 +993,11 @@ async function onForceCall (ev) {
   }
   if (app.call !== call || call.mediaGen !== gen) { media.stop(); return }
   call.media = media
+  call.reconnecting = false
   media.setMuted(call.muted) // toggled while the media was connecting
   if (media.cameraOff !== call.cameraOff) media.setCamera(!call.cameraOff).catch(() => {})
   setPhase(call.stream ? 'connected' : 'connected (receive only)')
-  call.connectedAt = Date.now()
+  if (!call.connectedAt) call.connectedAt = Date.now() // the timer runs on through a media reconnect
   call.media.addEventListener('quality', (e) => { if (app.call === call) { call.quality = e.detail; renderStage() } })
   call.media.addEventListener('remote-mute', (e) => { if (app.call === call && e.detail.kind === 'video') { call.remoteTrackMuted = true; renderStage() } })
   call.media.addEventListener('remote-unmute', (e) => { if (app.call === call && e.detail.kind === 'video') { call.remoteTrackMuted = false; renderStage() } })
@@ -541,13 +1006,24 @@ async function onForceCall (ev) {
   media.ended.then((end) => {
     if (app.call !== call || call.media !== media) return // ended, or replaced
     // 1000 "unpaired" comes with an unpair event that explains why; anything
-    // else means the media path broke.
-    if (end.code === 1000) {
-      setTimeout(() => { if (app.call === call) endCall(`The call with “${call.peer}” ended.`) }, 1500)
-    } else {
-      endCall(`The call with “${call.peer}” lost its media connection.`)
-      app.client && app.client.unpair(call.peer).catch(() => {})
+    // else means the media path broke. Either way, wait a moment: when this
+    // device or the peer dropped, the server keeps the call for its resume
+    // window and a fresh force-call reconnects the media (PROTOCOL.md §8).
+    call.media = null
+    call.reconnecting = true
+    setPhase('reconnecting…')
+    renderStage()
+    const giveUp = () => {
+      if (app.call !== call || call.mediaGen !== gen) return // ended, or a new force-call came
+      if (app.offline || call.peerReconnecting) { setTimeout(giveUp, 1000); return } // the server decides
+      if (end.code === 1000) {
+        endCall(`The call with “${call.peer}” ended.`)
+      } else {
+        endCall(`The call with “${call.peer}” lost its media connection.`)
+        app.client && app.client.unpair(call.peer).catch(() => {})
+      }
     }
+    setTimeout(giveUp, end.code === 1000 ? 1500 : 3000)
   })
 }
 
@@ -560,8 +1036,9 @@ async function hangUp () {
   const media = call.media
   call.media = null
   endCall(`You hung up on “${call.peer}”.`)
+  if (app.offline) app.hungUpOffline = call.peer // the server may still hold the call: unpair once back
   try {
-    await app.client.unpair(call.peer)
+    await cli().unpair(call.peer)
   } catch (err) {
     if (err.code !== 'no-call' && err.code !== 'closed') showError(humanError(err, { peer: call.peer }))
   } finally {
@@ -590,7 +1067,7 @@ function endCall (message) {
   remote.removeAttribute('src')
   remote.load()
   if (message) showNotice(message)
-  setState(app.client && app.creds ? 'idle' : 'logged-out')
+  setState(app.creds ? 'idle' : 'logged-out')
   if (app.state === 'idle') refreshPeers()
 }
 
@@ -613,6 +1090,8 @@ function newCall (peer, tx, role) {
     remoteTrackMuted: false, // the peer's video track says muted
     remoteBlack: false, // the peer's picture is all black (relay camera off)
     peerReconnecting: false, // /meta: the peer's device dropped and may resume
+    peerDrops: 0, // how many times the peer dropped and (maybe) came back during this call
+    reconnecting: false, // our connection dropped (or the media did): waiting for a fresh force-call
     ice: null
   }
 }
@@ -666,16 +1145,20 @@ function renderStage () {
   const videoOff = !!(q && q.remoteVideoOff) || call.remoteTrackMuted || call.remoteBlack
   const ph = $('#remote-placeholder')
   let why = ''
-  if (!media) why = 'connecting…'
+  if (!media) why = call.reconnecting ? 'reconnecting…' : 'connecting…'
   else if (!call.firstFrameAt && !videoOff) why = 'waiting for video…'
   else if (videoOff) why = 'camera off'
   ph.hidden = why === ''
   ph.dataset.why = why
   $('#remote-why').textContent = why
-  const unstable = !!media && (call.peerReconnecting || call.ice === 'disconnected' || call.ice === 'failed' || !!(q && q.unstable))
+  const selfReconnecting = app.offline || !!call.reconnecting
+  const unstable = selfReconnecting || call.peerReconnecting || (!!media && (call.ice === 'disconnected' || call.ice === 'failed' || !!(q && q.unstable)))
   const banner = $('#call-unstable')
   banner.hidden = !unstable
-  banner.textContent = call.peerReconnecting ? `“${call.peer}” lost the connection — reconnecting…` : 'Connection unstable — reconnecting…'
+  banner.dataset.why = call.peerReconnecting ? 'peer' : selfReconnecting ? 'self' : 'media'
+  banner.textContent = call.peerReconnecting
+    ? `${call.peer} is reconnecting…`
+    : selfReconnecting ? 'Reconnecting…' : 'Connection unstable — reconnecting…'
   const el = $('#quality')
   const score = unstable ? 'poor' : q ? q.score : 'unknown'
   el.dataset.score = score
@@ -1073,7 +1556,15 @@ function wire () {
     if ($('#auth-form').reportValidity()) authenticate(true)
   })
   $('#btn-logout').addEventListener('click', logout)
-  $('#btn-reconnect').addEventListener('click', reconnect)
+  $('#btn-reconnect-now').addEventListener('click', reconnectNow)
+  window.addEventListener('online', onOnline)
+  window.addEventListener('pagehide', onPageHide)
+  $('#btn-missed').addEventListener('click', () => togglePanel('#missed'))
+  $('#btn-missed-close').addEventListener('click', closePanels)
+  $('#btn-missed-clear').addEventListener('click', clearMissed)
+  $('#btn-account').addEventListener('click', () => togglePanel('#account'))
+  $('#btn-account-close').addEventListener('click', closePanels)
+  $('#passwd-form').addEventListener('submit', changePassword)
   $('#btn-error-close').addEventListener('click', clearError)
   $('#btn-notice-close').addEventListener('click', clearNotice)
   $('#peer-form').addEventListener('submit', addPeer)
@@ -1108,7 +1599,17 @@ function wire () {
     remote.play().then(() => { $('#btn-play').hidden = true }).catch(() => {})
   })
   $('#insecure').hidden = window.isSecureContext
+  // A stored session logs in by itself (a reload, a new tab, a browser
+  // restart); a reloaded tab also resumes its device and call.
+  const s = storedSession()
+  if (s) {
+    app.session = s
+    app.device = storedDevice(s.user)
+    app.droppedAt = storedDropAt()
+    $('#me').textContent = s.user
+  }
   setState('logged-out')
+  if (s) tryReconnect()
 }
 
 wire()

@@ -224,6 +224,8 @@ export class UmplugClient extends EventTarget {
     this.user = null
     /** The server-assigned device id (after login), else null. */
     this.device = null
+    /** The session from the last login (null before, or after logout). */
+    this.session = null
     /** True once the /meta connection has closed. */
     this.closed = false
     this._ws = ws
@@ -236,9 +238,16 @@ export class UmplugClient extends EventTarget {
     ws.addEventListener('close', (ev) => this._onClose(ev))
   }
 
-  /** Ends the connection; pending requests reject with code 'closed'. */
-  close () {
-    if (this._ws.readyState <= 1) this._ws.close(1000, 'bye')
+  /**
+   * Ends the connection; pending requests reject with code 'closed'. Close
+   * code 1000 (the default) tells the server this device is gone for good:
+   * it keeps no resume window for it (PROTOCOL.md §8). A page that unloads
+   * closes with 1001 by itself, which leaves the window open.
+   * @param {number} [code] 1000, or 3000–4999
+   * @param {string} [reason]
+   */
+  close (code = 1000, reason = 'bye') {
+    if (this._ws.readyState <= 1) this._ws.close(code, reason)
   }
 
   // ---- requests ----------------------------------------------------------
@@ -305,15 +314,78 @@ export class UmplugClient extends EventTarget {
    * @param {string} user
    * @param {string} password
    */
-  async login (user, password) {
-    const res = await this.request('whoami', { user, password })
-    this.user = user
-    this.device = res.device || null
-    return res
+  async login (user, password, opts = {}) {
+    return this._identify({ user, password }, opts)
   }
 
   /** Alias of login, named like the protocol message. */
-  whoami (user, password) { return this.login(user, password) }
+  whoami (user, password, opts) { return this.login(user, password, opts) }
+
+  /**
+   * Identifies this connection with a session (PROTOCOL.md §8) instead of
+   * the password: no password hashing on the server. An unknown, expired or
+   * revoked session rejects with code 'auth-failed', like a wrong password.
+   * `opts.resume`: the device id this device had before; within the
+   * server's grace window the connection takes that device's place (same
+   * device id, presence, and call: a fresh force-call follows). The result's
+   * `resumed` is true when it did.
+   * @param {string} user
+   * @param {string} session
+   * @param {{resume?: string}} [opts]
+   */
+  loginSession (user, session, opts = {}) {
+    return this._identify({ user, session }, opts)
+  }
+
+  async _identify (fields, opts) {
+    const msg = { ...fields }
+    if (opts && opts.resume) msg.resume = opts.resume
+    const res = await this.request('whoami', msg)
+    this.user = fields.user
+    this.device = res.device || null
+    /** The session the server gave (keep it to log in again without the password). */
+    this.session = res.session || fields.session || null
+    res.resumed = !!(opts && opts.resume && res.device === opts.resume)
+    return res
+  }
+
+  /**
+   * Changes the password (PROTOCOL.md §8). Every session of the user is
+   * revoked and their other connections closed (1008 'password changed');
+   * this connection stays identified and gets a fresh session
+   * (`client.session`, also in the result).
+   * @param {string} password the current password
+   * @param {string} newPassword 8–1024 bytes
+   */
+  async passwd (password, newPassword) {
+    const res = await this.request('passwd', { user: this.user, password, new: newPassword })
+    if (res.session) this.session = res.session
+    return res
+  }
+
+  /**
+   * Revokes this connection's session (the connection stays identified
+   * until it closes: call close() after it to be gone).
+   */
+  async logout () {
+    const res = await this.request('logout', { user: this.user })
+    this.session = null
+    return res
+  }
+
+  /**
+   * Lists the calls this user missed, newest first (PROTOCOL.md §9):
+   * `[{user: caller, at: RFC 3339, reason}]`. With `clear: true` the list
+   * is emptied after it is returned.
+   * @param {{clear?: boolean}} [opts]
+   * @returns {Promise<Array<{user: string, at: string, reason: string}>>}
+   */
+  async missedCalls (opts = {}) {
+    const fields = { user: this.user }
+    if (opts.clear) fields.clear = true
+    const res = await this.request('missed-calls', fields)
+    return res.calls || []
+  }
 
   /** Adds peers (contacts); unknown names reject with code 'not-found' and `.missing`. @param {string[]} peers */
   addPeers (peers) { return this.request('add-peers', { user: this.user, peers }) }
@@ -557,6 +629,13 @@ export class MediaHandle extends EventTarget {
         if (typeof ev.data === 'string') {
           let msg
           try { msg = JSON.parse(ev.data) } catch { return }
+          if (msg && msg.type === 'paired' && paired) {
+            // Paired again: the peer's media reconnected (a resume,
+            // PROTOCOL.md §8). Its new connection needs a stream that starts
+            // with a WebM header: start recording afresh.
+            this._restartRecording()
+            return
+          }
           if (msg && msg.type === 'paired' && !paired) {
             paired = true
             this._paired = true
@@ -608,6 +687,7 @@ export class MediaHandle extends EventTarget {
     })
     this._recorder = rec
     rec.addEventListener('dataavailable', (ev) => {
+      if (rec !== this._recorder) return // a replaced recorder's last chunk: not a stream start
       if (!ev.data || ev.data.size === 0 || this._stopped || this._ws.readyState !== 1) return
       // A Blob is sent as one binary frame, in order, without copying it
       // into script memory first.
@@ -617,6 +697,24 @@ export class MediaHandle extends EventTarget {
     })
     rec.start(this._timeslice)
     this.startedAt = Date.now()
+  }
+
+  /**
+   * restartStream starts the recording afresh, so that what the peer
+   * receives next begins with a WebM header. Call it when the peer's media
+   * reconnected (its `resumed` event): its new connection cannot decode the
+   * middle of the old stream.
+   */
+  restartStream () { this._restartRecording() }
+
+  /** _restartRecording starts a new recording (a new WebM stream with its header). */
+  _restartRecording () {
+    const old = this._recorder
+    if (!old || this._stopped) return
+    this._recorder = null
+    try { old.stop() } catch { /* stopped */ }
+    this._stats.restarts = (this._stats.restarts || 0) + 1
+    this._startRecording()
   }
 
   // ---- receiving ---------------------------------------------------------
@@ -638,6 +736,17 @@ export class MediaHandle extends EventTarget {
 
   _receive (buf) {
     if (!this._ms || this._stopped) return
+    // Chrome's recorder sends the very first byte of a stream (0x1A) as a
+    // chunk of its own: frames under 4 bytes wait for the next one, so that
+    // a stream's start is always seen whole (isWebMStart).
+    if (this._carry) {
+      buf = concat([this._carry, buf])
+      this._carry = null
+    }
+    if (buf.byteLength < 4) {
+      this._carry = buf
+      return
+    }
     this._queue.push(buf)
     this._pump()
   }
@@ -647,6 +756,9 @@ export class MediaHandle extends EventTarget {
     const ms = this._ms
     if (!ms || ms.readyState !== 'open' || this._stopped) return
     if (!this._sb) {
+      // The stream must start with a WebM header: frames before one (the
+      // tail of a stream that began elsewhere) cannot be decoded.
+      while (this._queue.length > 0 && !isWebMStart(this._queue[0])) this._queue.shift()
       if (this._queue.length === 0) return
       const type = sniffWebM(this._queue[0])
       try {
@@ -666,9 +778,25 @@ export class MediaHandle extends EventTarget {
     }
     const sb = this._sb
     if (sb.updating || this._queue.length === 0) return
-    // Merge what waited into one append: fewer appends, less overhead.
-    let buf = this._queue.length === 1 ? this._queue[0] : concat(this._queue)
-    this._queue = []
+    if (this._appended && isWebMStart(this._queue[0])) {
+      // A new stream from the peer (its media reconnected after a resume):
+      // its timestamps start at 0 again. Reset the parser and shift the new
+      // stream to follow what is buffered, so the playhead runs on.
+      const v = this._video
+      const end = v && v.buffered && v.buffered.length ? v.buffered.end(v.buffered.length - 1) : 0
+      try {
+        sb.abort()
+        sb.timestampOffset = end
+      } catch { /* closing */ }
+      this._stats.streams = (this._stats.streams || 1) + 1
+    }
+    // Merge what waited into one append (fewer appends, less overhead), up
+    // to the start of a next stream.
+    let n = 1
+    while (n < this._queue.length && !isWebMStart(this._queue[n])) n++
+    const parts = this._queue.splice(0, n)
+    let buf = parts.length === 1 ? parts[0] : concat(parts)
+    this._appended = true
     try {
       sb.appendBuffer(buf)
       this._stats.appends = (this._stats.appends || 0) + 1
@@ -1245,6 +1373,13 @@ export function sniffWebM (buf) {
   else if (text.includes('A_VORBIS')) codecs.push('vorbis')
   if (codecs.length === 0) return 'video/webm; codecs="vp8,opus"'
   return `${video ? 'video' : 'audio'}/webm; codecs="${codecs.join(',')}"`
+}
+
+/** isWebMStart: does this frame begin a WebM stream (the EBML magic 1A 45 DF A3)? */
+function isWebMStart (buf) {
+  if (!buf || buf.byteLength < 4) return false
+  const b = new Uint8Array(buf, 0, 4)
+  return b[0] === 0x1a && b[1] === 0x45 && b[2] === 0xdf && b[3] === 0xa3
 }
 
 function concat (bufs) {

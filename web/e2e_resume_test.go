@@ -1,0 +1,161 @@
+package web_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/user-media-plug/umplug/internal/netns"
+	"github.com/user-media-plug/umplug/internal/servertest"
+)
+
+// reloadResumeReady turns the reload subtest on. With the resume branch as
+// merged here (15:05) a reloaded page comes back as its device, but the
+// server has already ended the call: Chromium closes the page's /media
+// WebSocket with 1001 on unload, and the media server takes any close frame
+// there for a deliberate end (internal/media relay: clean), unlike /meta,
+// where only 1000 is. Flip it when /media treats 1001 as a drop.
+const reloadResumeReady = false
+
+// webrtcResumeReady turns TestE2EResumeWebRTC on (see its skip message).
+const webrtcResumeReady = false
+
+// TestE2EResume: call resume in the browser with the relay media (no
+// network namespace needed): a page reloaded mid-call and a 5 s network
+// drop both come back into the same call by themselves.
+func TestE2EResume(t *testing.T) {
+	needChromium(t)
+	resumeScenario(t, "relay")
+}
+
+// TestE2EResumeWebRTC is TestE2EResume with WebRTC media, in a
+// loopback-only network namespace like every WebRTC browser test.
+func TestE2EResumeWebRTC(t *testing.T) {
+	needChromium(t)
+	if !webrtcResumeReady {
+		t.Skip("WebRTC resume in the browser is not yet reliable (15:10: media came back both ways, but once bob's \"connection unstable\" banner stayed for 30 s after the resume): set webrtcResumeReady once it is")
+	}
+	if !netns.Isolate(t) {
+		return
+	}
+	resumeScenario(t, "webrtc")
+}
+
+// mediaFlows waits until u's remote video plays and its clock advances.
+func mediaFlows(t *testing.T, u user, mode string) {
+	t.Helper()
+	within(t, u, 30*time.Second, "media "+mode, func(ctx context.Context) error {
+		return waitJS(ctx, "media connected", fmt.Sprintf(`!!umplugApp.call && !!umplugApp.call.media && umplugApp.call.media.mode === %q`, mode))
+	})
+	within(t, u, 30*time.Second, "remote video", func(ctx context.Context) error {
+		return waitJS(ctx, "remote picture", `(v => v.videoWidth > 0 && v.readyState >= 2 && !v.paused)(document.querySelector('#remote-video'))`)
+	})
+	t0 := eval[float64](t, u, remoteTime)
+	within(t, u, 30*time.Second, "remote video advancing", func(ctx context.Context) error {
+		return waitJS(ctx, "remote video advancing", fmt.Sprintf(`%s > %f + 0.5`, remoteTime, t0))
+	})
+}
+
+// resumeScenario: alice's browser reaches the server through a proxy that
+// the test can cut (bob's directly). Both call; then alice's page reloads
+// mid-call; then alice's network drops for 5 s. Each time both stay in the
+// same call, bob is told "alice is reconnecting…" and media flows again,
+// and alice never types her password.
+func resumeScenario(t *testing.T, mode string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second)
+	defer cancel()
+	srv := servertest.Start(t, &servertest.Options{ResumeGrace: 20 * time.Second}) // the contract's default (servertest turns resume off)
+	proxy := newCutProxy(t, strings.TrimPrefix(srv.URL, "http://"))
+	dir := artifactsDir(t)
+
+	alice := user{"alice", newBrowser(t, ctx, 1280, 800)}
+	bob := user{"bob", newBrowser(t, ctx, 390, 844)}
+	do(t, alice, "desktop viewport", chromedp.EmulateViewport(1280, 800))
+	do(t, bob, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	signUp(t, alice, proxy.URL()+"/?media="+mode)
+	signUp(t, bob, localhost(srv.URL)+"/?media="+mode)
+	addPeer(t, alice, "bob")
+	addPeer(t, bob, "alice")
+	clickCall(t, alice, "bob")
+	state(t, bob, "incoming")
+	do(t, bob, "accept", chromedp.Click("#btn-accept"))
+	for _, u := range []user{alice, bob} {
+		state(t, u, "in-call")
+		mediaFlows(t, u, mode)
+	}
+	// bob's call object must survive everything below: same call, never idle.
+	do(t, bob, "mark the call", chromedp.Evaluate[chromedp.Void](`window.__call = umplugApp.call; window.__states = []; new MutationObserver(() => window.__states.push(document.querySelector('#state').textContent)).observe(document.querySelector('#state'), { childList: true, characterData: true, subtree: true })`))
+	sameCall := func(t *testing.T) {
+		t.Helper()
+		if !eval[bool](t, bob, `umplugApp.call === window.__call && document.querySelector('#state').textContent === 'in-call'`) {
+			t.Errorf("bob left the call: states %s", eval[string](t, bob, `JSON.stringify(window.__states)`))
+		}
+	}
+	peerBack := func(t *testing.T, drops int) {
+		t.Helper()
+		wait(t, bob, "told alice dropped", fmt.Sprintf(`umplugApp.call.peerDrops >= %d`, drops))
+		within(t, bob, 30*time.Second, "banner cleared", func(ctx context.Context) error {
+			return waitJS(ctx, "no reconnecting banner", `!umplugApp.call.peerReconnecting && document.querySelector('#call-unstable').hidden`)
+		})
+	}
+
+	t.Run("reload", func(t *testing.T) {
+		if !reloadResumeReady {
+			t.Skip("the server ends the call when a reloading page's /media closes with 1001 (it counts any close frame as a goodbye there; /meta counts only 1000): set reloadResumeReady once it does not")
+		}
+		drops := eval[int](t, bob, `umplugApp.call.peerDrops`)
+		do(t, alice, "reload", chromedp.Reload())
+		state(t, alice, "in-call")
+		if eval[bool](t, alice, `!document.querySelector('#auth').hidden`) {
+			t.Error("alice: the sign-in form showed after the reload")
+		}
+		for _, u := range []user{alice, bob} {
+			mediaFlows(t, u, mode)
+		}
+		peerBack(t, drops+1)
+		sameCall(t)
+		if got := text(alice.ctx, "#call-peer"); got != "bob" {
+			t.Errorf("alice's call view names %q, want bob", got)
+		}
+	})
+
+	t.Run("offline-5s", func(t *testing.T) {
+		gen := eval[int](t, alice, `umplugApp.call.mediaGen`)
+		drops := eval[int](t, bob, `umplugApp.call.peerDrops`)
+		proxy.cut()
+		wait(t, alice, "reconnecting on the call view", `!document.querySelector('#call-unstable').hidden && document.querySelector('#call-unstable').textContent === 'Reconnecting…' && !document.querySelector('#reconnecting').hidden`)
+		wait(t, bob, "alice is reconnecting", `!document.querySelector('#call-unstable').hidden && document.querySelector('#call-unstable').textContent === 'alice is reconnecting…'`)
+		screenshot(t, alice.ctx, dir, "desktop-call-reconnecting")
+		screenshot(t, bob.ctx, dir, "phone-peer-reconnecting")
+		// The drop lasts 5 s (the scenario, not a synchronisation).
+		select {
+		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		}
+		state(t, alice, "in-call")
+		proxy.restore()
+		online(t, alice, 30*time.Second)
+		wait(t, alice, "fresh media", fmt.Sprintf(`umplugApp.call.mediaGen > %d`, gen))
+		for _, u := range []user{alice, bob} {
+			mediaFlows(t, u, mode)
+		}
+		peerBack(t, drops+1)
+		sameCall(t)
+		wait(t, alice, "no banner", `document.querySelector('#call-unstable').hidden`)
+		for _, u := range []user{alice, bob} {
+			cspClean(t, u.ctx, u.name)
+		}
+	})
+
+	t.Run("hangup", func(t *testing.T) {
+		do(t, bob, "hang up", chromedp.Click("#btn-hangup"))
+		state(t, alice, "idle")
+		state(t, bob, "idle")
+		noticeHas(t, alice, "bob” hung up")
+	})
+}
