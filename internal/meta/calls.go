@@ -82,8 +82,10 @@ func (x *Session) handleCall(req *protocol.Request) {
 		case err != nil:
 			x.unavailable(req, err)
 		default:
-			x.fail(req, protocol.Errorf(protocol.ErrOffline, "%s is not online", b))
+			// Recorded before the answer goes out, so that whatever the
+			// caller does next (a shutdown, missed-calls) finds it queued.
 			s.recordMissed(a, b, protocol.ReasonOffline)
+			x.fail(req, protocol.Errorf(protocol.ErrOffline, "%s is not online", b))
 		}
 		return
 	}
