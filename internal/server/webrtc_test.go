@@ -416,17 +416,7 @@ func TestWebRTCStolenTicket(t *testing.T) {
 	a, b, fca, fcb := rtcCall(ctx, t, s)
 	ca, cb := newCollector(), newCollector()
 	aVideo := newTrack(t, client.CodecVP8, "video")
-	wa, err := a.WebRTC(ctx, fca, ca.opts(aVideo))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wa.Close()
-	wb, err := b.WebRTC(ctx, fcb, cb.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wb.Close()
-	waitPaired(ctx, t, wa, wb)
+	startPaired(ctx, t, a, b, fca, fcb, ca.opts(aVideo), cb.opts())
 	sendLoop(t, aVideo, "alice-video", 96)
 
 	for _, ticket := range []string{fca.Ticket, fcb.Ticket} {
@@ -462,17 +452,7 @@ func TestWebRTCNothingAfterUnpair(t *testing.T) {
 	a, b, fca, fcb := rtcCall(ctx, t, s)
 	ca, cb := newCollector(), newCollector()
 	aVideo := newTrack(t, client.CodecVP8, "video")
-	wa, err := a.WebRTC(ctx, fca, ca.opts(aVideo))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wa.Close()
-	wb, err := b.WebRTC(ctx, fcb, cb.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wb.Close()
-	waitPaired(ctx, t, wa, wb)
+	wa, wb := startPaired(ctx, t, a, b, fca, fcb, ca.opts(aVideo), cb.opts())
 	sendLoop(t, aVideo, "alice-video", 96)
 	cb.waitPackets(ctx, t, "alice-video", 20)
 
@@ -835,17 +815,7 @@ func TestWebRTCDeviceRenegotiates(t *testing.T) {
 	s := servertest.Start(t, nil)
 	a, b, fca, fcb := rtcCall(ctx, t, s)
 	ca, cb := newCollector(), newCollector()
-	wa, err := a.WebRTC(ctx, fca, ca.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wa.Close()
-	wb, err := b.WebRTC(ctx, fcb, cb.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wb.Close()
-	waitPaired(ctx, t, wa, wb)
+	_, wb := startPaired(ctx, t, a, b, fca, fcb, ca.opts(), cb.opts())
 	bVideo := newTrack(t, client.CodecVP8, "video")
 	// pion reuses the video transceiver the server's offer created.
 	if _, err := wb.PeerConnection().AddTrack(bVideo); err != nil {
@@ -957,17 +927,7 @@ func TestWebRTCH264(t *testing.T) {
 	a, b, fca, fcb := rtcCall(ctx, t, s)
 	ca, cb := newCollector(), newCollector()
 	aVideo := newTrack(t, client.CodecH264, "video")
-	wa, err := a.WebRTC(ctx, fca, ca.opts(aVideo))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wa.Close()
-	wb, err := b.WebRTC(ctx, fcb, cb.opts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wb.Close()
-	waitPaired(ctx, t, wa, wb)
+	startPaired(ctx, t, a, b, fca, fcb, ca.opts(aVideo), cb.opts())
 	sendLoop(t, aVideo, "alice-video", 102)
 	cb.waitPackets(ctx, t, "alice-video", 20)
 	cb.mu.Lock()
@@ -1019,4 +979,23 @@ func TestWebRTCSignallingPinged(t *testing.T) {
 			t.Fatal("no ping")
 		}
 	}
+}
+
+// startPaired starts WebRTC media for both devices of a call (a with oa,
+// b with ob), closes them when the test ends, and waits until both are
+// paired.
+func startPaired(ctx context.Context, t *testing.T, a, b *client.Client, fca, fcb protocol.Event, oa, ob *client.WebRTCOptions) (wa, wb *client.WebRTC) {
+	t.Helper()
+	wa, err := a.WebRTC(ctx, fca, oa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { wa.Close() })
+	wb, err = b.WebRTC(ctx, fcb, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { wb.Close() })
+	waitPaired(ctx, t, wa, wb)
+	return wa, wb
 }
