@@ -19,10 +19,10 @@ import (
 // WebSocket with 1001 on unload, and the media server takes any close frame
 // there for a deliberate end (internal/media relay: clean), unlike /meta,
 // where only 1000 is. Flip it when /media treats 1001 as a drop.
-const reloadResumeReady = false
+const reloadResumeReady = true
 
 // webrtcResumeReady turns TestE2EResumeWebRTC on (see its skip message).
-const webrtcResumeReady = false
+const webrtcResumeReady = true
 
 // TestE2EResume: call resume in the browser with the relay media (no
 // network namespace needed): a page reloaded mid-call and a 5 s network
@@ -98,9 +98,11 @@ func resumeScenario(t *testing.T, mode string) {
 	peerBack := func(t *testing.T, drops int) {
 		t.Helper()
 		wait(t, bob, "told alice dropped", fmt.Sprintf(`umplugApp.call.peerDrops >= %d`, drops))
-		within(t, bob, 30*time.Second, "banner cleared", func(ctx context.Context) error {
-			return waitJS(ctx, "no reconnecting banner", `!umplugApp.call.peerReconnecting && document.querySelector('#call-unstable').hidden`)
-		})
+		wctx, wcancel := context.WithTimeout(bob.ctx, 30*time.Second)
+		defer wcancel()
+		if err := waitJS(wctx, "no reconnecting banner", `!umplugApp.call.peerReconnecting && document.querySelector('#call-unstable').hidden`); err != nil {
+			t.Fatalf("bob: banner not cleared: %v; bob's call: %s", err, eval[string](t, bob, bannerWhy))
+		}
 	}
 
 	t.Run("reload", func(t *testing.T) {
@@ -159,3 +161,8 @@ func resumeScenario(t *testing.T, mode string) {
 		noticeHas(t, alice, "bob” hung up")
 	})
 }
+
+// bannerWhy describes, for a failure message, why the call's banner shows.
+const bannerWhy = `(async () => { const c = umplugApp.call; const m = c && c.media; const q = m ? await m.quality() : null; const pc = m && m.pc;
+  return JSON.stringify({ peerReconnecting: c && c.peerReconnecting, banner: document.querySelector('#call-unstable').textContent, why: document.querySelector('#call-unstable').dataset.why,
+    ice: pc && pc.iceConnectionState, conn: pc && pc.connectionState, quality: q }) })()`

@@ -1,7 +1,6 @@
 package media
 
 import (
-	"errors"
 	"io"
 	"sync"
 	"time"
@@ -26,7 +25,7 @@ var relayBufs = sync.Pool{New: func() any { b := make([]byte, relayBufSize); ret
 
 // relay copies the binary messages of src's connection c to the other
 // side until something fails, and returns the side to blame: src when
-// reading from c failed (clean: the device sent a close frame), the other
+// reading from c failed (clean: the device closed with 1000, see deliberate), the other
 // side when writing to it failed for good; nil when the call ended. It reads
 // c's next message only after the previous one was fully written, so a slow
 // receiver slows its sender through TCP flow control and memory stays
@@ -40,9 +39,7 @@ func (s *Server) relay(src *side, c *websocket.Conn) (blamed *side, clean bool) 
 	for {
 		mt, r, err := c.NextReader()
 		if err != nil {
-			// gorilla reports a TCP EOF as close 1006: not a close frame.
-			var ce *websocket.CloseError
-			return src, errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure
+			return src, deliberate(err)
 		}
 		if mt != websocket.BinaryMessage {
 			// Text after the hello is ignored (see the package doc).

@@ -26,9 +26,13 @@ import (
 //     re-pair. Messages written before the server noticed the drop (into
 //     the dead socket) are lost, as is the one being written when it broke
 //     (its rest is read and discarded): the relay does not retransmit.
-//   - A close frame from the device (any code) ends the call at once, as
-//     does a receiver too slow to drain one chunk within WriteTimeout: only
-//     a drop is given a chance to come back.
+//   - A close with 1000 (normal closure) from the device ends the call at
+//     once, as does a receiver too slow to drain one chunk within
+//     WriteTimeout. Any other end is a drop given a chance to come back: no
+//     close frame (TCP reset or EOF), but also 1001 "going away", which is
+//     what a browser sends for every WebSocket of a page being reloaded or
+//     closed, and application codes (4xxx). Without a resume the call ends
+//     when the metadata server's grace window passes, as for a drop.
 //   - A lost or rebound side has MediaWait to connect with its new ticket;
 //     then the call ends as disconnected, blaming it.
 //   - WebRTC: a side whose signalling connection drops (or whose peer
@@ -222,4 +226,14 @@ func (s *Server) cut(dc *websocket.Conn, err error) (blame bool) {
 	}
 	_ = dc.Close()
 	return false
+}
+
+// deliberate reports whether a media connection's read error is the device
+// ending its media on purpose: a close frame with 1000. gorilla reports a
+// TCP EOF as 1006, never sent on the wire; 1001 is what a browser sends for
+// a page that is reloading, which must not end the call before the reloaded
+// page can resume it.
+func deliberate(err error) bool {
+	var ce *websocket.CloseError
+	return errors.As(err, &ce) && ce.Code == websocket.CloseNormalClosure
 }

@@ -265,6 +265,7 @@ type source struct {
 	from   *rtcPeer
 	remote *webrtc.TrackRemote
 	local  *webrtc.TrackLocalStaticRTP
+	rw     *seqRewriter // the copy's numbering, shared like local (rtpseq.go)
 }
 
 // rtcPeer is one device's PeerConnection with the server and its
@@ -427,16 +428,14 @@ func (p *rtcPeer) keepAlive() (stop func()) {
 	return func() { close(done); wg.Wait() }
 }
 
-// readLoop reads the device's signalling until the socket ends.
 // readLoop reads signalling until the connection ends; it reports whether
-// it ended cleanly (a close frame from the device, or an answer refused)
+// it ended cleanly (a 1000 close from the device, or an answer refused)
 // rather than by a drop (resume.go).
 func (p *rtcPeer) readLoop() (clean bool) {
 	for {
 		mt, data, err := p.conn.ReadMessage()
 		if err != nil {
-			var ce *websocket.CloseError
-			return errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure
+			return deliberate(err)
 		}
 		if mt != websocket.TextMessage {
 			continue
@@ -591,6 +590,14 @@ func (p *rtcPeer) onState(st webrtc.PeerConnectionState) {
 			// (Not current: the side was rebound or lost, resume.go; its
 			// device closing the old connection ends nothing.)
 			p.log.Info("media: peer connection closed by the device")
+			if p.s.loser != nil {
+				// A browser closes its peer connections when the page
+				// reloads, racing the 1001 on the signalling: a drop,
+				// like the failed state. Hanging up is an unpair on /meta
+				// or a 1000 on the signalling.
+				_ = p.conn.Close()
+				return
+			}
 			p.s.fail(p.sd.call, p.sd.user)
 		}
 	}
@@ -657,7 +664,7 @@ func (p *rtcPeer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 		return
 	}
 	p.log.Debug("media: track arrived", "kind", remote.Kind().String(), "codec", remote.Codec().MimeType)
-	src := &source{from: p, remote: remote, local: local}
+	src := &source{from: p, remote: remote, local: local, rw: newSeqRewriter(remote.Codec().ClockRate)}
 	cl := p.sd.call
 	rc := &cl.rtc
 	rc.mu.Lock()
@@ -668,7 +675,7 @@ func (p *rtcPeer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 		// no renegotiation.
 		if old.from != p && old.from.isClosed() && old.remote.Kind() == remote.Kind() &&
 			strings.EqualFold(old.local.Codec().MimeType, remote.Codec().MimeType) {
-			src.local = old.local
+			src.local, src.rw = old.local, old.rw
 			rc.sources[p.sd.idx][i] = src
 			reused = true
 			break
@@ -706,6 +713,9 @@ func (s *Server) forward(rc *rtcCall, src *source) {
 		n, _, err := src.remote.Read(buf)
 		if err != nil {
 			return
+		}
+		if !src.rw.rewrite(src, buf[:n], s.clock.Now()) {
+			continue
 		}
 		// Counted under the lock too: once Unpair returned, the count is
 		// final (tests rely on it).

@@ -158,34 +158,64 @@ func TestResumeRelayOverSockets(t *testing.T) {
 	}
 }
 
-// TestResumeRelayMediaOnlyDrop: only alice's /media socket dies; her /meta
-// stays: she gets a fresh force-call at once and her new media connection
-// re-pairs with bob's; bob saw no unpair.
+// TestResumeRelayMediaOnlyDrop: only alice's /media connection ends; her
+// /meta stays. Every end but a close 1000 is a drop: a TCP cut, 1001 (what
+// a browser sends for a reloading page) or an application code: she gets a
+// fresh force-call at once and her new media connection re-pairs with bob's;
+// bob saw no unpair. A close 1000 is a deliberate end: the call ends.
 func TestResumeRelayMediaOnlyDrop(t *testing.T) {
-	s := servertest.Start(t, &servertest.Options{ResumeGrace: time.Minute})
-	mutualBye(t, s, "alice", "bob")
-	a, b := login(t, s, "alice"), login(t, s, "bob")
-	a.expect("status", "bob", "", "")
-	a.ok(map[string]any{"type": "call", "user": "alice", "peer": "bob"})
-	ring := b.event()
-	b.ok(map[string]any{"type": "accept", "user": "bob", "peer": "alice", "tx": ring.Tx})
-	a.expect("accept", "bob", "alice", "")
-	fcA, fcB := a.event(), b.event()
-	ma, mb := mediaConn(t, s, fcA.Ticket), mediaConn(t, s, fcB.Ticket)
-	wantPaired(t, ma, "bob")
-	wantPaired(t, mb, "alice")
-	flows(t, ma, mb, "a1")
-
-	ma.NetConn().Close()
-	fc := a.event()
-	if fc.Type != protocol.TypeForceCall || fc.Ticket == fcA.Ticket {
-		t.Fatalf("want a fresh force-call, got %s", fc.raw)
+	tests := []struct {
+		name string
+		end  func(c *websocket.Conn)
+		drop bool
+	}{
+		{"tcp cut", func(c *websocket.Conn) { c.NetConn().Close() }, true},
+		{"close 1001 going away", closeWith(websocket.CloseGoingAway), true},
+		{"close 4001", closeWith(4001), true},
+		{"close 1000", closeWith(websocket.CloseNormalClosure), false},
 	}
-	ma2 := mediaConn(t, s, fc.Ticket)
-	wantPaired(t, ma2, "bob")
-	flows(t, mb, ma2, "b1")
-	flows(t, ma2, mb, "a2")
-	b.quiet()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := servertest.Start(t, &servertest.Options{ResumeGrace: time.Minute})
+			mutualBye(t, s, "alice", "bob")
+			a, b := login(t, s, "alice"), login(t, s, "bob")
+			a.expect("status", "bob", "", "")
+			a.ok(map[string]any{"type": "call", "user": "alice", "peer": "bob"})
+			ring := b.event()
+			b.ok(map[string]any{"type": "accept", "user": "bob", "peer": "alice", "tx": ring.Tx})
+			a.expect("accept", "bob", "alice", "")
+			fcA, fcB := a.event(), b.event()
+			ma, mb := mediaConn(t, s, fcA.Ticket), mediaConn(t, s, fcB.Ticket)
+			wantPaired(t, ma, "bob")
+			wantPaired(t, mb, "alice")
+			flows(t, ma, mb, "a1")
+
+			tc.end(ma)
+			if !tc.drop {
+				a.expect("unpair", "bob", "alice", protocol.ReasonDisconnected)
+				b.expect("unpair", "alice", "bob", protocol.ReasonDisconnected)
+				return
+			}
+			fc := a.event()
+			if fc.Type != protocol.TypeForceCall || fc.Ticket == fcA.Ticket {
+				t.Fatalf("want a fresh force-call, got %s", fc.raw)
+			}
+			ma2 := mediaConn(t, s, fc.Ticket)
+			wantPaired(t, ma2, "bob")
+			flows(t, mb, ma2, "b1")
+			flows(t, ma2, mb, "a2")
+			b.quiet()
+		})
+	}
+}
+
+// closeWith returns a func that sends a close frame with code and closes
+// the socket without waiting for the reply.
+func closeWith(code int) func(c *websocket.Conn) {
+	return func(c *websocket.Conn) {
+		_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(waitFor))
+		c.Close()
+	}
 }
 
 // TestResumeRelayGraceOver: alice drops and does not come back: after the

@@ -94,6 +94,12 @@ func checkPayload(p []byte) (string, bool) {
 
 // sendLoop writes packets of stream tag to track every 5 ms until stop.
 func sendLoop(t *testing.T, track *webrtc.TrackLocalStaticRTP, tag string, pt uint8) (stop func()) {
+	return sendLoopFrom(t, track, tag, pt, 0)
+}
+
+// sendLoopFrom is sendLoop with RTP sequence numbers starting at seq0
+// (timestamps at seq0·3000), as a restarted sender picks them at random.
+func sendLoopFrom(t *testing.T, track *webrtc.TrackLocalStaticRTP, tag string, pt uint8, seq0 uint16) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -107,8 +113,8 @@ func sendLoop(t *testing.T, track *webrtc.TrackLocalStaticRTP, tag string, pt ui
 				return
 			case <-tick.C:
 			}
-			pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: uint16(seq),
-				Timestamp: uint32(seq * 3000), Marker: true}, Payload: payload(tag, seq)}
+			pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq0 + uint16(seq),
+				Timestamp: uint32(int(seq0)+seq) * 3000, Marker: true}, Payload: payload(tag, seq)}
 			_ = track.WriteRTP(pkt)
 		}
 	}()
@@ -131,6 +137,8 @@ func newTrack(t *testing.T, c webrtc.RTPCodecCapability, id string) *webrtc.Trac
 type collector struct {
 	mu     sync.Mutex // guards the following
 	got    map[string]int
+	first  map[string]uint16 // RTP sequence number of the first and the last packet by tag
+	last   map[string]uint16
 	bad    int
 	tracks map[string]*webrtc.TrackRemote // by kind
 	rtcp   []rtcp.Packet                  // feedback about our own tracks
@@ -139,7 +147,7 @@ type collector struct {
 }
 
 func newCollector() *collector {
-	return &collector{got: map[string]int{}, tracks: map[string]*webrtc.TrackRemote{}, poke: make(chan struct{}, 1)}
+	return &collector{got: map[string]int{}, first: map[string]uint16{}, last: map[string]uint16{}, tracks: map[string]*webrtc.TrackRemote{}, poke: make(chan struct{}, 1)}
 }
 
 func (c *collector) wake() {
@@ -161,6 +169,10 @@ func (c *collector) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		tag, ok := checkPayload(p.Payload)
 		c.mu.Lock()
 		if ok {
+			if c.got[tag] == 0 {
+				c.first[tag] = p.SequenceNumber
+			}
+			c.last[tag] = p.SequenceNumber
 			c.got[tag]++
 		} else {
 			c.bad++
