@@ -13,20 +13,10 @@ import (
 	"github.com/user-media-plug/umplug/internal/servertest"
 )
 
-// reloadResumeReady turns the reload subtest on. With the resume branch as
-// merged here (15:05) a reloaded page comes back as its device, but the
-// server has already ended the call: Chromium closes the page's /media
-// WebSocket with 1001 on unload, and the media server takes any close frame
-// there for a deliberate end (internal/media relay: clean), unlike /meta,
-// where only 1000 is. Flip it when /media treats 1001 as a drop.
-const reloadResumeReady = true
-
-// webrtcResumeReady turns TestE2EResumeWebRTC on (see its skip message).
-const webrtcResumeReady = true
-
 // TestE2EResume: call resume in the browser with the relay media (no
 // network namespace needed): a page reloaded mid-call and a 5 s network
-// drop both come back into the same call by themselves.
+// drop (DevTools offline, then a network cut) all come back into the same
+// call by themselves.
 func TestE2EResume(t *testing.T) {
 	needChromium(t)
 	resumeScenario(t, "relay")
@@ -36,9 +26,6 @@ func TestE2EResume(t *testing.T) {
 // loopback-only network namespace like every WebRTC browser test.
 func TestE2EResumeWebRTC(t *testing.T) {
 	needChromium(t)
-	if !webrtcResumeReady {
-		t.Skip("WebRTC resume in the browser is not yet reliable (15:10: media came back both ways, but once bob's \"connection unstable\" banner stayed for 30 s after the resume): set webrtcResumeReady once it is")
-	}
 	if !netns.Isolate(t) {
 		return
 	}
@@ -106,9 +93,6 @@ func resumeScenario(t *testing.T, mode string) {
 	}
 
 	t.Run("reload", func(t *testing.T) {
-		if !reloadResumeReady {
-			t.Skip("the server ends the call when a reloading page's /media closes with 1001 (it counts any close frame as a goodbye there; /meta counts only 1000): set reloadResumeReady once it does not")
-		}
 		drops := eval[int](t, bob, `umplugApp.call.peerDrops`)
 		do(t, alice, "reload", chromedp.Reload())
 		state(t, alice, "in-call")
@@ -125,14 +109,18 @@ func resumeScenario(t *testing.T, mode string) {
 		}
 	})
 
-	t.Run("offline-5s", func(t *testing.T) {
+	// drop5s takes alice's network away for 5 s with goOff and brings it
+	// back with goOn: "Reconnecting…" on her call view, "alice is
+	// reconnecting…" on bob's, then the same call goes on by itself with
+	// fresh media.
+	drop5s := func(t *testing.T, goOff, goOn func()) {
 		gen := eval[int](t, alice, `umplugApp.call.mediaGen`)
 		drops := eval[int](t, bob, `umplugApp.call.peerDrops`)
-		proxy.cut()
+		goOff()
 		wait(t, alice, "reconnecting on the call view", `!document.querySelector('#call-unstable').hidden && document.querySelector('#call-unstable').textContent === 'Reconnecting…' && !document.querySelector('#reconnecting').hidden`)
 		wait(t, bob, "alice is reconnecting", `!document.querySelector('#call-unstable').hidden && document.querySelector('#call-unstable').textContent === 'alice is reconnecting…'`)
-		screenshot(t, alice.ctx, dir, "desktop-call-reconnecting")
-		screenshot(t, bob.ctx, dir, "phone-peer-reconnecting")
+		screenshot(t, alice.ctx, dir, "desktop-call-reconnecting-"+t.Name()[strings.LastIndex(t.Name(), "/")+1:])
+		screenshot(t, bob.ctx, dir, "phone-peer-reconnecting-"+t.Name()[strings.LastIndex(t.Name(), "/")+1:])
 		// The drop lasts 5 s (the scenario, not a synchronisation).
 		select {
 		case <-time.After(5 * time.Second):
@@ -140,7 +128,7 @@ func resumeScenario(t *testing.T, mode string) {
 			t.Fatal(ctx.Err())
 		}
 		state(t, alice, "in-call")
-		proxy.restore()
+		goOn()
 		online(t, alice, 30*time.Second)
 		wait(t, alice, "fresh media", fmt.Sprintf(`umplugApp.call.mediaGen > %d`, gen))
 		for _, u := range []user{alice, bob} {
@@ -152,6 +140,25 @@ func resumeScenario(t *testing.T, mode string) {
 		for _, u := range []user{alice, bob} {
 			cspClean(t, u.ctx, u.name)
 		}
+	}
+
+	// DevTools takes the page offline (an "offline" event, navigator.onLine
+	// false, new connections fail; open sockets are left alone, so the
+	// app must give its connection up by itself).
+	t.Run("offline-5s", func(t *testing.T) {
+		if mode == "webrtc" {
+			// In the loopback-only network namespace Chromium has no
+			// network interface, so navigator.onLine is false from the
+			// start and DevTools cannot make it go offline (no event).
+			t.Skip("Chromium is offline from the start in a loopback-only namespace: the relay variant covers the offline event; cut-5s covers WebRTC")
+		}
+		drop5s(t, func() { setOffline(t, alice, true) }, func() { setOffline(t, alice, false) })
+	})
+
+	// The network dies under the page: every socket is reset and new ones
+	// are refused, with no word from the browser.
+	t.Run("cut-5s", func(t *testing.T) {
+		drop5s(t, proxy.cut, proxy.restore)
 	})
 
 	t.Run("hangup", func(t *testing.T) {

@@ -561,6 +561,19 @@ async function onOnline () {
 }
 const LIVENESS_MS = 5000
 
+/**
+ * onOffline is the browser's offline event: the device lost its network.
+ * Its sockets are dead even while the browser still calls them open (it can
+ * take a minute to notice): give the connection up now, so that the call
+ * shows "Reconnecting…" at once and the retries (resuming the device within
+ * the server's window) start; onOnline retries at once when the network is
+ * back.
+ */
+function onOffline () {
+  const client = app.client
+  if (client && !client.closed && app.creds) abandon(client)
+}
+
 /** abandon gives a connection up as dead: reconnect now, without waiting for its close. */
 function abandon (client) {
   client.close(4000, 'dead') // not 1000: the device wants to resume
@@ -1558,6 +1571,7 @@ function wire () {
   $('#btn-logout').addEventListener('click', logout)
   $('#btn-reconnect-now').addEventListener('click', reconnectNow)
   window.addEventListener('online', onOnline)
+  window.addEventListener('offline', onOffline)
   window.addEventListener('pagehide', onPageHide)
   $('#btn-missed').addEventListener('click', () => togglePanel('#missed'))
   $('#btn-missed-close').addEventListener('click', closePanels)
