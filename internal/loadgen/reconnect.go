@@ -1,12 +1,14 @@
 package loadgen
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +27,15 @@ import (
 // /healthz answer of the new server; a device is back when its whoami with
 // the session succeeds. While down, each device retries its dial every
 // 250–500 ms (jittered) after a first random wait of up to ReconnectJitter.
+//
+// Identification by session has a target per server core (≥ 5,000/s), so
+// the scenario also reads the server's CPU time (Config.PID: /proc, else
+// /metrics) around the setup's password logins and its session logins, and
+// the new server's from time zero to the last device back (/proc when the
+// restart command prints the new server's pid as its last line of output,
+// else /metrics): identifications per server-core-second, over real
+// sockets, connection set-up included. The password figure is there to show
+// that path still pays argon2id.
 
 // ReconnectResult is the outcome of the reconnect scenario.
 type ReconnectResult struct {
@@ -46,6 +57,51 @@ type ReconnectResult struct {
 	// seen while the devices came back (read every CurveStep).
 	PeakRSS  float64        `json:"peak_rss_bytes"`
 	Failures map[string]int `json:"failures"`
+
+	// Server CPU per identification over real sockets (dial, WebSocket
+	// upgrade, whoami and its answer, the presence it causes), in three
+	// phases: the password logins of the setup (argon2id), its session
+	// logins (Concurrency in flight, the old server), and the storm (the
+	// new server, from time zero to the last device back). CPUSource and
+	// StormCPUSource say where the CPU was read: /proc (nanoseconds, with
+	// -pid, and for the storm a pid printed by the restart command) or
+	// /metrics (10 ms).
+	PasswordLogins int           `json:"password_logins"`
+	PasswordCPU    time.Duration `json:"password_cpu_ns"`
+	SessionLogins  int           `json:"session_logins"`
+	SessionCPU     time.Duration `json:"session_cpu_ns"`
+	StormCPU       time.Duration `json:"storm_cpu_ns"`
+	CPUSource      string        `json:"cpu_source"`
+	StormCPUSource string        `json:"storm_cpu_source"`
+	// RestartedPID is the new server's pid, as the restart command
+	// printed it; 0 when unknown.
+	RestartedPID int `json:"restarted_pid"`
+}
+
+// perCoreSec is n identifications per second of one server core: n over
+// the server CPU time they took; 0 when no CPU was measured.
+func perCoreSec(n int, cpu time.Duration) float64 {
+	if cpu <= 0 {
+		return 0
+	}
+	return float64(n) / cpu.Seconds()
+}
+
+// PasswordPerCoreSec is password logins per server-core-second (setup).
+func (r *ReconnectResult) PasswordPerCoreSec() float64 {
+	return perCoreSec(r.PasswordLogins, r.PasswordCPU)
+}
+
+// SessionPerCoreSec is session logins per server-core-second during the
+// setup: steady, Concurrency in flight.
+func (r *ReconnectResult) SessionPerCoreSec() float64 {
+	return perCoreSec(r.SessionLogins, r.SessionCPU)
+}
+
+// StormPerCoreSec is session logins per server-core-second of the new
+// server during the storm.
+func (r *ReconnectResult) StormPerCoreSec() float64 {
+	return perCoreSec(r.Back, r.StormCPU)
 }
 
 // Summary implements Result.
@@ -57,7 +113,35 @@ func (r *ReconnectResult) Summary() map[string]float64 {
 		"peak_rss_bytes": r.PeakRSS,
 		"down_s":         r.Down.Seconds(),
 		"failures":       float64(sumCounts(r.Failures)),
+
+		"password_logins":              float64(r.PasswordLogins),
+		"password_login_cpu_ns":        float64(cpuPer(r.PasswordCPU, int64(r.PasswordLogins))),
+		"password_logins_per_core_sec": r.PasswordPerCoreSec(),
+		"session_logins":               float64(r.SessionLogins),
+		"session_login_cpu_ns":         float64(cpuPer(r.SessionCPU, int64(r.SessionLogins))),
+		"session_logins_per_core_sec":  r.SessionPerCoreSec(),
+		"storm_cpu_ns":                 float64(r.StormCPU),
+		"storm_login_cpu_ns":           float64(cpuPer(r.StormCPU, int64(r.Back))),
+		"storm_logins_per_core_sec":    r.StormPerCoreSec(),
 	}
+}
+
+// cpuRow formats n identifications that took cpu of server CPU: per
+// identification and per server-core-second.
+func cpuRow(n int, cpu time.Duration) string {
+	if cpu <= 0 || n == 0 {
+		return "not measured"
+	}
+	per := cpuPer(cpu, int64(n))
+	return fmt.Sprintf("%s each, %.0f/s per core (%d in %s)", fmtCPU(per), perCoreSec(n, cpu), n, cpu.Round(time.Millisecond))
+}
+
+// fmtCPU prints a per-identification CPU time in µs, or in ms from 1 ms.
+func fmtCPU(d time.Duration) string {
+	if d >= time.Millisecond {
+		return ms(d)
+	}
+	return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 1, 64) + " µs"
 }
 
 // Rows implements Result.
@@ -71,6 +155,10 @@ func (r *ReconnectResult) Rows() []Row {
 		{"last device back after the new server answered", r.Last.Round(time.Millisecond).String(), "≤ 10s (10,000 devices)"},
 		{"server peak RSS during the storm", mib(r.PeakRSS), ""},
 		{"failures (retried)", formatCounts(r.Failures), ""},
+		{"server CPU per session identification, storm", cpuRow(r.Back, r.StormCPU), "≥ 5000/s per core"},
+		{"server CPU per session identification, setup (steady)", cpuRow(r.SessionLogins, r.SessionCPU), "≥ 5000/s per core"},
+		{"server CPU per password identification (argon2id), setup", cpuRow(r.PasswordLogins, r.PasswordCPU), ""},
+		{"server CPU read from", r.cpuSources(), ""},
 	}
 	var b strings.Builder
 	for i, pt := range r.Curve {
@@ -81,6 +169,33 @@ func (r *ReconnectResult) Rows() []Row {
 	}
 	rows = append(rows, Row{"devices back vs time", b.String(), ""})
 	return rows
+}
+
+// cpuSources says where the server CPU figures came from.
+func (r *ReconnectResult) cpuSources() string {
+	src := r.CPUSource
+	if src == "" {
+		src = "not read"
+	}
+	storm := r.StormCPUSource
+	if storm == "" {
+		storm = "not read"
+	}
+	if r.RestartedPID > 0 {
+		storm += fmt.Sprintf(" (restarted pid %d)", r.RestartedPID)
+	}
+	return "setup: " + src + "; storm: " + storm
+}
+
+// restartPID is the restarted server's pid in a restart command's output:
+// its last non-empty line, when that is a positive integer; 0 otherwise.
+func restartPID(out []byte) int {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(lines[len(lines)-1]))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	return pid
 }
 
 // CurvePoint is one point of the reconnect curve: Back devices were
@@ -114,6 +229,20 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 		return fmt.Sprintf("reconnect: %d/%d identified, failures: %s", ok.Load(), n, errs)
 	})
 	sessions := make([]string, users)
+	// Server CPU around each phase; a failed reading leaves the phase's
+	// figure unmeasured rather than failing the storm.
+	var cpuSrc string
+	cpuNow := func() (time.Duration, bool) {
+		d, src, err := g.serverCPU(ctx)
+		if err != nil {
+			g.log.Warn("reconnect: server CPU", "err", err)
+			return 0, false
+		}
+		cpuSrc = src
+		return d, true
+	}
+	var passwordOK, sessionOK atomic.Int64
+	cpu0, ok0 := cpuNow()
 	g.workers(ctx, users, func(u int) {
 		i := u * devicesPerUser
 		c, res, err := g.loginPassword(ctx, i)
@@ -124,7 +253,9 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 		sessions[u] = res.Session
 		devs[i] = g.watch(c, g.deviceUser("reconnect", i), res)
 		ok.Add(1)
+		passwordOK.Add(1)
 	})
+	cpu1, ok1 := cpuNow()
 	g.workers(ctx, n, func(i int) {
 		if i%devicesPerUser == 0 || sessions[i/devicesPerUser] == "" {
 			return
@@ -136,7 +267,9 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 		}
 		devs[i] = g.watch(c, g.deviceUser("reconnect", i), res)
 		ok.Add(1)
+		sessionOK.Add(1)
 	})
+	cpu2, ok2 := cpuNow()
 	stop()
 	setup := time.Since(start)
 	identified := int(ok.Load())
@@ -155,20 +288,22 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 			}()
 		}
 	}
-	restartErr := make(chan error, 1)
+	type restarted struct {
+		pid int
+		err error
+	}
+	restartDone := make(chan restarted, 1)
 	if g.cfg.RestartCmd != "" {
 		go func() {
-			out, err := exec.CommandContext(ctx, "sh", "-c", g.cfg.RestartCmd).CombinedOutput()
-			if err != nil {
-				err = fmt.Errorf("reconnect: restart command: %w: %s", err, out)
-			}
-			restartErr <- err
+			pid, err := g.restart(ctx)
+			restartDone <- restarted{pid, err}
 		}()
 	} else {
 		fmt.Fprintf(g.cfg.Progress, "reconnect: restart the server now (waiting for the connections to drop)\n")
 	}
 	// Every device waits for its drop, then retries with jitter.
 	var back atomic.Int64
+	allBack := make(chan struct{}) // closed by the last device back
 	backAt := make([]int64, n)
 	var wg sync.WaitGroup
 	for i, d := range devs {
@@ -190,7 +325,9 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 				c, _, err := g.loginSession(ctx, i, d.session, d.device)
 				if err == nil {
 					backAt[i] = time.Now().UnixNano()
-					back.Add(1)
+					if back.Add(1) == int64(identified) {
+						close(allBack)
+					}
 					c.discard()
 					d.conn = c
 					return
@@ -223,11 +360,43 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 		return nil, err
 	}
 	down := t0.Sub(time.Unix(0, firstDrop.Load()))
+	// The storm's server CPU: from /proc when the restart command printed
+	// the new server's pid (it has returned by now in practice: the new
+	// server answers), else from /metrics.
+	metricsCPU0, metricsErr := g.metric(ctx, "process_cpu_seconds_total")
+	var newPID int
+	var procCPU0 time.Duration
+	procOK := false
+	if g.cfg.RestartCmd != "" {
+		select {
+		case r := <-restartDone:
+			if r.err != nil {
+				return nil, r.err
+			}
+			newPID = r.pid
+			restartDone = nil
+		case <-time.After(5 * time.Second):
+			g.log.Warn("reconnect: the restart command still runs 5 s after the new server answered; storm CPU from /metrics")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if newPID > 0 {
+			d, err := procCPU(newPID)
+			if err != nil {
+				g.log.Warn("reconnect: restarted server's CPU", "pid", newPID, "err", err)
+			}
+			procCPU0, procOK = d, err == nil
+		}
+	}
 
 	// The curve and the peak RSS, until every device is back or 60 s.
 	const step = 250 * time.Millisecond
 	res := &ReconnectResult{Devices: identified, Users: users, Sources: g.cfg.Sources,
-		Setup: setup, Down: down, CurveStep: step}
+		Setup: setup, Down: down, CurveStep: step, RestartedPID: newPID,
+		PasswordLogins: int(passwordOK.Load()), SessionLogins: int(sessionOK.Load())}
+	if ok0 && ok1 && ok2 {
+		res.PasswordCPU, res.SessionCPU, res.CPUSource = cpu1-cpu0, cpu2-cpu1, cpuSrc
+	}
 	// The RSS is read on its own goroutine: a scrape may take a while
 	// during the storm and must not delay the curve's points.
 	var peak atomic.Uint64
@@ -247,14 +416,33 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 	tick := time.NewTicker(step)
 	defer tick.Stop()
 	deadline := t0.Add(60 * time.Second)
-	for int(back.Load()) < identified && time.Now().Before(deadline) {
+	end := time.NewTimer(time.Until(deadline))
+	defer end.Stop()
+curve:
+	for {
 		select {
 		case <-tick.C:
+		case <-allBack:
+			break curve
+		case <-end.C:
+			break curve
 		case <-ctx.Done():
 			rssStop()
 			return nil, ctx.Err()
 		}
 		res.Curve = append(res.Curve, CurvePoint{At: time.Since(t0), Back: int(back.Load())})
+	}
+	// The storm's CPU, read at once (a tick later would add idle time).
+	if procOK {
+		if d, err := procCPU(newPID); err == nil {
+			res.StormCPU, res.StormCPUSource = d-procCPU0, "/proc schedstat"
+		}
+	}
+	if res.StormCPUSource == "" && metricsErr == nil {
+		if v, err := g.metric(ctx, "process_cpu_seconds_total"); err == nil {
+			res.StormCPU = time.Duration((v - metricsCPU0) * float64(time.Second))
+			res.StormCPUSource = "/metrics process_cpu_seconds_total"
+		}
 	}
 	if n := len(res.Curve); n == 0 || res.Curve[n-1].Back != int(back.Load()) {
 		res.Curve = append(res.Curve, CurvePoint{At: time.Since(t0), Back: int(back.Load())})
@@ -270,13 +458,34 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 	if last > 0 {
 		res.Last = time.Unix(0, last).Sub(t0)
 	}
-	if g.cfg.RestartCmd != "" {
-		if err := <-restartErr; err != nil {
-			return nil, err
+	if restartDone != nil {
+		if r := <-restartDone; r.err != nil {
+			return nil, r.err
 		}
 	}
 	res.Failures = errs.snapshot()
 	return res, nil
+}
+
+// restart runs RestartCmd and returns the restarted server's pid if the
+// command printed one (its last line of output). The command should start
+// the new server in the background with its output redirected: a server
+// holding the command's stdout open would keep it from ending (after the
+// shell exits, the bench waits 2 s more, then goes on with what it read).
+func (g *gen) restart(ctx context.Context) (int, error) {
+	cmd := exec.CommandContext(ctx, "sh", "-c", g.cfg.RestartCmd)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 2 * time.Second
+	err := cmd.Run()
+	if errors.Is(err, exec.ErrWaitDelay) {
+		g.log.Warn("reconnect: the restart command's output stayed open after it exited (redirect the server's output)")
+		err = nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reconnect: restart command: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return restartPID(stdout.Bytes()), nil
 }
 
 // watch starts reading c until it ends and returns the device.
