@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,17 +24,22 @@ import (
 // RestartCmd, or by whoever runs the bench (the scenario waits for every
 // connection to drop) — and every device identifies again with its session
 // (and asks to resume its device, which a restarted server cannot grant: it
-// is the cheap path being measured, not resume). Time zero is the first
-// /healthz answer of the new server; a device is back when its whoami with
-// the session succeeds. While down, each device retries its dial every
-// 250–500 ms (jittered) after a first random wait of up to ReconnectJitter.
+// is the cheap path being measured, not resume). Time zero is when the new
+// server accepted connections: its first /healthz answer, or the first
+// connection a device came back on if that was earlier (the storm starts
+// as soon as the server listens, and slows the health check down); a device
+// is back when its whoami with the session is answered. While down, each
+// device retries its dial every 250–500 ms (jittered) after a first random
+// wait of up to ReconnectJitter.
 //
 // Identification by session has a target per server core (≥ 5,000/s), so
 // the scenario also reads the server's CPU time (Config.PID: /proc, else
 // /metrics) around the setup's password logins and its session logins, and
-// the new server's from time zero to the last device back (/proc when the
-// restart command prints the new server's pid as its last line of output,
-// else /metrics): identifications per server-core-second, over real
+// the new server's from its first accepted connection to the last device
+// back (/proc when the restart command prints the new server's pid as its
+// last line of output: the new server's CPU is read every millisecond
+// until a device connects, so that its start-up stays out; else /metrics,
+// start-up included): identifications per server-core-second, over real
 // sockets, connection set-up included. The password figure is there to show
 // that path still pays argon2id.
 
@@ -45,12 +51,12 @@ type ReconnectResult struct {
 	Sources int `json:"sources"`
 	// Setup is how long the first identification of all devices took.
 	Setup time.Duration `json:"setup_ns"`
-	// Down is from the first dropped connection to the new server's first
-	// /healthz answer.
+	// Down is from the first dropped connection to time zero.
 	Down time.Duration `json:"down_ns"`
 	// Last is when the last device was back, after time zero.
 	Last time.Duration `json:"last_ns"`
-	// Curve is how many devices were back, about every CurveStep.
+	// Curve is how many devices were back at every CurveStep after time
+	// zero, up to the step that has them all.
 	Curve     []CurvePoint  `json:"curve"`
 	CurveStep time.Duration `json:"curve_step_ns"`
 	// PeakRSS is the new server's highest process_resident_memory_bytes
@@ -62,7 +68,8 @@ type ReconnectResult struct {
 	// upgrade, whoami and its answer, the presence it causes), in three
 	// phases: the password logins of the setup (argon2id), its session
 	// logins (Concurrency in flight, the old server), and the storm (the
-	// new server, from time zero to the last device back). CPUSource and
+	// new server, from its first accepted connection to the last device
+	// back). CPUSource and
 	// StormCPUSource say where the CPU was read: /proc (nanoseconds, with
 	// -pid, and for the storm a pid printed by the restart command) or
 	// /metrics (10 ms).
@@ -150,9 +157,9 @@ func (r *ReconnectResult) Rows() []Row {
 		{"devices identified before the restart", fmt.Sprintf("%d (%d users × ≤8)", r.Devices, r.Users), ""},
 		{"source addresses", fmt.Sprint(r.Sources), ""},
 		{"first identification (password per user, then sessions)", r.Setup.Round(time.Millisecond).String(), ""},
-		{"server down (first drop → first /healthz)", r.Down.Round(time.Millisecond).String(), ""},
+		{"server down (first drop → new server accepts)", r.Down.Round(time.Millisecond).String(), ""},
 		{"devices back with their session", fmt.Sprintf("%d / %d", r.Back, r.Devices), "all"},
-		{"last device back after the new server answered", r.Last.Round(time.Millisecond).String(), "≤ 10s (10,000 devices)"},
+		{"last device back after the new server accepted", r.Last.Round(time.Millisecond).String(), "≤ 10s (10,000 devices)"},
 		{"server peak RSS during the storm", mib(r.PeakRSS), ""},
 		{"failures (retried)", formatCounts(r.Failures), ""},
 		{"server CPU per session identification, storm", cpuRow(r.Back, r.StormCPU), "≥ 5000/s per core"},
@@ -260,7 +267,7 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 		if i%devicesPerUser == 0 || sessions[i/devicesPerUser] == "" {
 			return
 		}
-		c, res, err := g.loginSession(ctx, i, sessions[i/devicesPerUser], "")
+		c, res, err := g.loginSession(ctx, i, sessions[i/devicesPerUser])
 		if err != nil {
 			errs.add(err)
 			return
@@ -288,23 +295,30 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 			}()
 		}
 	}
-	type restarted struct {
-		pid int
-		err error
-	}
-	restartDone := make(chan restarted, 1)
+	// The restart command's pid, once it has returned (normally right
+	// after spawning the new server, before that listens).
+	rr := &restartRun{done: make(chan struct{})}
 	if g.cfg.RestartCmd != "" {
 		go func() {
-			pid, err := g.restart(ctx)
-			restartDone <- restarted{pid, err}
+			rr.pid, rr.err = g.restart(ctx)
+			close(rr.done)
 		}()
 	} else {
+		close(rr.done)
 		fmt.Fprintf(g.cfg.Progress, "reconnect: restart the server now (waiting for the connections to drop)\n")
 	}
+	// firstConnect is the first TCP connection a device made after its
+	// drop: the new server's listener is open (or, conservatively, the old
+	// one still was). The storm's CPU counts from the new server's last
+	// CPU reading before it.
+	var firstConnect atomic.Int64
+	startCPU := g.sampleStartCPU(ctx, rr, &firstConnect)
+
 	// Every device waits for its drop, then retries with jitter.
 	var back atomic.Int64
 	allBack := make(chan struct{}) // closed by the last device back
-	backAt := make([]int64, n)
+	backAt := make([]int64, n)     // when its whoami was answered
+	connAt := make([]int64, n)     // when the connection it came back on was made
 	var wg sync.WaitGroup
 	for i, d := range devs {
 		if d == nil {
@@ -322,9 +336,13 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 				return
 			}
 			for ctx.Err() == nil {
-				c, _, err := g.loginSession(ctx, i, d.session, d.device)
+				var dialed int64
+				c, _, err := g.loginSessionDialed(ctx, i, d.session, d.device, func() {
+					dialed = time.Now().UnixNano()
+					firstConnect.CompareAndSwap(0, dialed)
+				})
 				if err == nil {
-					backAt[i] = time.Now().UnixNano()
+					backAt[i], connAt[i] = time.Now().UnixNano(), dialed
 					if back.Add(1) == int64(identified) {
 						close(allBack)
 					}
@@ -349,56 +367,22 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 		}
 	}()
 
-	// Time zero: the new server's first /healthz answer after the drop.
+	// Time zero: the new server's first /healthz answer after the drop, or
+	// the first connection a device came back on if that was earlier (the
+	// storm begins as soon as the server listens, and slows the health
+	// check down).
 	for firstDrop.Load() == 0 {
 		if err := sleep(ctx, 10*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}
-	t0, err := g.healthzAfter(ctx)
+	healthAt, err := g.healthzAfter(ctx)
 	if err != nil {
 		return nil, err
 	}
-	down := t0.Sub(time.Unix(0, firstDrop.Load()))
-	// The storm's server CPU: from /proc when the restart command printed
-	// the new server's pid (it has returned by now in practice: the new
-	// server answers), else from /metrics.
-	metricsCPU0, metricsErr := g.metric(ctx, "process_cpu_seconds_total")
-	var newPID int
-	var procCPU0 time.Duration
-	procOK := false
-	if g.cfg.RestartCmd != "" {
-		select {
-		case r := <-restartDone:
-			if r.err != nil {
-				return nil, r.err
-			}
-			newPID = r.pid
-			restartDone = nil
-		case <-time.After(5 * time.Second):
-			g.log.Warn("reconnect: the restart command still runs 5 s after the new server answered; storm CPU from /metrics")
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		if newPID > 0 {
-			d, err := procCPU(newPID)
-			if err != nil {
-				g.log.Warn("reconnect: restarted server's CPU", "pid", newPID, "err", err)
-			}
-			procCPU0, procOK = d, err == nil
-		}
-	}
-
-	// The curve and the peak RSS, until every device is back or 60 s.
+	// The peak RSS is read on its own goroutine, every step, until all
+	// devices are back or 60 s have passed.
 	const step = 250 * time.Millisecond
-	res := &ReconnectResult{Devices: identified, Users: users, Sources: g.cfg.Sources,
-		Setup: setup, Down: down, CurveStep: step, RestartedPID: newPID,
-		PasswordLogins: int(passwordOK.Load()), SessionLogins: int(sessionOK.Load())}
-	if ok0 && ok1 && ok2 {
-		res.PasswordCPU, res.SessionCPU, res.CPUSource = cpu1-cpu0, cpu2-cpu1, cpuSrc
-	}
-	// The RSS is read on its own goroutine: a scrape may take a while
-	// during the storm and must not delay the curve's points.
 	var peak atomic.Uint64
 	rssDone := make(chan struct{})
 	rssCtx, rssStop := context.WithCancel(ctx)
@@ -413,58 +397,170 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 			_ = sleep(rssCtx, step)
 		}
 	}()
-	tick := time.NewTicker(step)
-	defer tick.Stop()
-	deadline := t0.Add(60 * time.Second)
-	end := time.NewTimer(time.Until(deadline))
+	end := time.NewTimer(time.Until(healthAt.Add(60 * time.Second)))
 	defer end.Stop()
-curve:
-	for {
-		select {
-		case <-tick.C:
-		case <-allBack:
-			break curve
-		case <-end.C:
-			break curve
-		case <-ctx.Done():
-			rssStop()
-			return nil, ctx.Err()
-		}
-		res.Curve = append(res.Curve, CurvePoint{At: time.Since(t0), Back: int(back.Load())})
+	select {
+	case <-allBack:
+	case <-end.C:
+	case <-ctx.Done():
+		rssStop()
+		<-rssDone
+		return nil, ctx.Err()
 	}
-	// The storm's CPU, read at once (a tick later would add idle time).
-	if procOK {
-		if d, err := procCPU(newPID); err == nil {
-			res.StormCPU, res.StormCPUSource = d-procCPU0, "/proc schedstat"
-		}
-	}
-	if res.StormCPUSource == "" && metricsErr == nil {
-		if v, err := g.metric(ctx, "process_cpu_seconds_total"); err == nil {
-			res.StormCPU = time.Duration((v - metricsCPU0) * float64(time.Second))
-			res.StormCPUSource = "/metrics process_cpu_seconds_total"
-		}
-	}
-	if n := len(res.Curve); n == 0 || res.Curve[n-1].Back != int(back.Load()) {
-		res.Curve = append(res.Curve, CurvePoint{At: time.Since(t0), Back: int(back.Load())})
-	}
+	// The storm's CPU, read at once: later would add idle time.
+	stormEnd, stormEndErr := g.stormCPUEnd(ctx, startCPU)
 	rssStop()
 	<-rssDone
-	res.PeakRSS = float64(peak.Load())
-	res.Back = int(back.Load())
-	var last int64
-	for _, at := range backAt {
-		last = max(last, at)
+
+	select {
+	case <-rr.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	if last > 0 {
-		res.Last = time.Unix(0, last).Sub(t0)
+	if rr.err != nil {
+		return nil, rr.err
 	}
-	if restartDone != nil {
-		if r := <-restartDone; r.err != nil {
-			return nil, r.err
+	res := &ReconnectResult{Devices: identified, Users: users, Sources: g.cfg.Sources,
+		Setup: setup, CurveStep: step, RestartedPID: rr.pid,
+		PasswordLogins: int(passwordOK.Load()), SessionLogins: int(sessionOK.Load()),
+		PeakRSS: float64(peak.Load()), Back: int(back.Load()), Failures: errs.snapshot()}
+	if ok0 && ok1 && ok2 {
+		res.PasswordCPU, res.SessionCPU, res.CPUSource = cpu1-cpu0, cpu2-cpu1, cpuSrc
+	}
+	if stormEndErr != nil {
+		g.log.Warn("reconnect: storm CPU", "err", stormEndErr)
+	} else {
+		res.StormCPU, res.StormCPUSource = stormEnd.cpu, stormEnd.source
+	}
+	t0 := healthAt.UnixNano()
+	for _, at := range connAt {
+		if at > 0 && at < t0 {
+			t0 = at
 		}
 	}
-	res.Failures = errs.snapshot()
+	res.Down = time.Duration(t0 - firstDrop.Load())
+	res.Curve, res.Last = reconnectCurve(backAt, t0, step)
 	return res, nil
+}
+
+// reconnectCurve is how many devices were back (backAt, Unix ns; 0: never)
+// at every step after t0, up to the step that has them all, and when the
+// last one came back after t0.
+func reconnectCurve(backAt []int64, t0 int64, step time.Duration) ([]CurvePoint, time.Duration) {
+	var at []int64
+	for _, b := range backAt {
+		if b > 0 {
+			at = append(at, b-t0)
+		}
+	}
+	if len(at) == 0 {
+		return nil, 0
+	}
+	slices.Sort(at)
+	last := time.Duration(at[len(at)-1])
+	var curve []CurvePoint
+	i := 0
+	for t := step; ; t += step {
+		for i < len(at) && at[i] <= int64(t) {
+			i++
+		}
+		curve = append(curve, CurvePoint{At: t, Back: i})
+		if i == len(at) {
+			return curve, last
+		}
+	}
+}
+
+// restartRun is the restart command's outcome: pid and err are set when
+// done is closed.
+type restartRun struct {
+	done chan struct{}
+	pid  int // the new server's, as the command printed it; 0: unknown
+	err  error
+}
+
+// stormStart is the restarted server's CPU when its storm began.
+type stormStart struct {
+	pid int           // 0: unknown, the storm's CPU comes from /metrics
+	cpu time.Duration // its CPU before the first device connected
+	// fromStart: no reading came before the first connection, so the
+	// storm's CPU counts from the process's start (its start-up included).
+	fromStart bool
+}
+
+// sampleStartCPU waits for the restart command's pid, then reads that
+// process's CPU every millisecond until a device has connected
+// (firstConnect): the last reading taken before is where the storm's CPU
+// counts from. The new server listens only once it has started, so what
+// it spent starting up stays out of the storm.
+func (g *gen) sampleStartCPU(ctx context.Context, rr *restartRun, firstConnect *atomic.Int64) <-chan stormStart {
+	out := make(chan stormStart, 1)
+	go func() {
+		select {
+		case <-rr.done:
+		case <-ctx.Done():
+			out <- stormStart{}
+			return
+		}
+		if rr.err != nil || rr.pid == 0 {
+			out <- stormStart{}
+			return
+		}
+		s := stormStart{pid: rr.pid, fromStart: true}
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for ctx.Err() == nil {
+			readAt := time.Now().UnixNano()
+			cpu, err := procCPU(rr.pid)
+			if fc := firstConnect.Load(); fc != 0 && fc <= readAt {
+				break
+			}
+			if err == nil {
+				s.cpu, s.fromStart = cpu, false
+			}
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+		}
+		out <- s
+	}()
+	return out
+}
+
+// stormCPU is the restarted server's CPU over the storm and where it was
+// read.
+type stormCPU struct {
+	cpu    time.Duration
+	source string
+}
+
+// stormCPUEnd reads the restarted server's CPU now and returns what it
+// spent since start: from /proc with its pid, else from /metrics (then
+// since the process started).
+func (g *gen) stormCPUEnd(ctx context.Context, start <-chan stormStart) (stormCPU, error) {
+	var s stormStart
+	select {
+	case s = <-start:
+	case <-ctx.Done():
+		return stormCPU{}, ctx.Err()
+	}
+	if s.pid > 0 {
+		d, err := procCPU(s.pid)
+		if err == nil {
+			src := "/proc schedstat"
+			if s.fromStart {
+				src += ", since the server started"
+			}
+			return stormCPU{d - s.cpu, src}, nil
+		}
+		g.log.Warn("reconnect: restarted server's CPU from /proc; trying /metrics", "pid", s.pid, "err", err)
+	}
+	v, err := g.metric(ctx, "process_cpu_seconds_total")
+	if err != nil {
+		return stormCPU{}, err
+	}
+	return stormCPU{time.Duration(v * float64(time.Second)), "/metrics process_cpu_seconds_total, since the server started"}, nil
 }
 
 // restart runs RestartCmd and returns the restarted server's pid if the
@@ -500,22 +596,33 @@ func (g *gen) watch(c *rawConn, user string, res *protocol.Response) *reconnDevi
 
 // loginPassword logs device i in with the password and keeps the response.
 func (g *gen) loginPassword(ctx context.Context, i int) (*rawConn, *protocol.Response, error) {
-	return g.whoami(ctx, i, map[string]any{"password": g.cfg.Password})
+	return g.whoami(ctx, i, map[string]any{"password": g.cfg.Password}, nil)
 }
 
-// loginSession logs device i in with session, resuming device if set.
-func (g *gen) loginSession(ctx context.Context, i int, session, device string) (*rawConn, *protocol.Response, error) {
+// loginSession logs device i in with session.
+func (g *gen) loginSession(ctx context.Context, i int, session string) (*rawConn, *protocol.Response, error) {
+	return g.loginSessionDialed(ctx, i, session, "", nil)
+}
+
+// loginSessionDialed logs device i in with session, resuming device if
+// set; dialed, if not nil, is called once the connection is made.
+func (g *gen) loginSessionDialed(ctx context.Context, i int, session, device string, dialed func()) (*rawConn, *protocol.Response, error) {
 	m := map[string]any{"session": session}
 	if device != "" {
 		m["resume"] = device
 	}
-	return g.whoami(ctx, i, m)
+	return g.whoami(ctx, i, m, dialed)
 }
 
-func (g *gen) whoami(ctx context.Context, i int, cred map[string]any) (*rawConn, *protocol.Response, error) {
+// whoami dials for device i and identifies it with cred; dialed, if not
+// nil, is called once the connection is made.
+func (g *gen) whoami(ctx context.Context, i int, cred map[string]any, dialed func()) (*rawConn, *protocol.Response, error) {
 	c, err := g.dialRaw(ctx, g.connSource(i))
 	if err != nil {
 		return nil, nil, err
+	}
+	if dialed != nil {
+		dialed()
 	}
 	lctx, cancel := context.WithTimeout(ctx, 10*g.cfg.Timeout)
 	defer cancel()

@@ -215,7 +215,7 @@ func (d *doc) curveTable(name string) (string, error) {
 func renderCurve(pts []curvePoint, devices float64) string {
 	step := (len(pts) + maxCurveRows - 1) / maxCurveRows
 	var sb strings.Builder
-	sb.WriteString("| after the new server answered | devices back | |\n|---|---|---|\n")
+	sb.WriteString("| after the new server accepted connections | devices back | |\n|---|---|---|\n")
 	for i, p := range pts {
 		if i%step != 0 && i != len(pts)-1 {
 			continue
