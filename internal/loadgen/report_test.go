@@ -93,8 +93,14 @@ func TestSettings(t *testing.T) {
 			"pairs": 50, "fps": 30.0, "frame-bytes": 10240,
 		}, []string{"conns", "flood"}},
 		{"reconnect: one count, the restart command", loadgen.Config{Scenario: "reconnect", Conns: 400, RestartCmd: "kill 1"}, map[string]any{
-			"conns": 400, "restart": "kill 1", "reconnect-jitter": "1s", "sources": 1,
+			"conns": 400, "restart": "kill 1", "reconnect-jitter": "1s", "sources": 8,
 		}, []string{"pairs", "settle", "flood"}},
+		{"reconnect defaults: 50 devices per source address, at most 254", loadgen.Config{Scenario: "reconnect"}, map[string]any{
+			"conns": 10000, "sources": 200,
+		}, nil},
+		{"reconnect: sources capped", loadgen.Config{Scenario: "reconnect", Conns: 20000}, map[string]any{
+			"sources": 254,
+		}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
