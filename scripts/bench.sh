@@ -188,16 +188,16 @@ reconnect_scenario() {
   start_server reconnect
   local old=$SERVER_PID addr=${SERVER_URL#http://}
   local data="$WORK/data-reconnect" pidfile="$WORK/reports/reconnect.pid"
-  local restart="kill $old; while kill -0 $old 2>/dev/null; do sleep 0.05; done
+  local restart="kill $old; while ps -o stat= -p $old | grep -qv Z; do sleep 0.05; done
 '$SERVER_BIN' serve -addr $addr -data '$data' </dev/null >/dev/null 2>>'$WORK/reports/reconnect.server.log' &
 echo \$! >'$pidfile'; echo \$!"
-  # What a reader would type (PID: the first server's).
+  # What a reader would type.
   {
-    echo "umplug serve -addr 127.0.0.1:8080 -data DIR &"
-    echo "umplug bench -scenario reconnect -conns $RECONNECT_CONNS -pid \$! \\"
-    echo "  -restart 'kill PID; while kill -0 PID; do sleep 0.05; done"
-    echo "    umplug serve -addr 127.0.0.1:8080 -data DIR </dev/null >/dev/null 2>&1 &"
-    echo "    echo \$!'"
+    echo 'umplug serve -addr 127.0.0.1:8080 -data DIR & pid=$!'
+    echo "umplug bench -scenario reconnect -conns $RECONNECT_CONNS -pid \$pid \\"
+    echo '  -restart "kill $pid; while kill -0 $pid; do sleep 0.05; done'
+    echo '    umplug serve -addr 127.0.0.1:8080 -data DIR </dev/null >/dev/null 2>&1 &'
+    echo '    echo \$!"'
   } >"$WORK/reports/reconnect.cmd"
   local t0
   t0=$(date +%s)
@@ -210,7 +210,8 @@ echo \$! >'$pidfile'; echo \$!"
   local pid
   pid=$(cat "$pidfile")
   kill "$pid"
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  # Until it is gone or a zombie (its reaper is not this shell).
+  while ps -o stat= -p "$pid" | grep -qv Z; do sleep 0.1; done
   rm -f "$pidfile"
 }
 reconnect_scenario

@@ -1,0 +1,1 @@
+benchstat media-small.txt

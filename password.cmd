@@ -1,0 +1,1 @@
+benchstat password.txt
