@@ -312,7 +312,9 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 	// one still was). The storm's CPU counts from the new server's last
 	// CPU reading before it.
 	var firstConnect atomic.Int64
-	startCPU := g.sampleStartCPU(ctx, rr, &firstConnect)
+	stormCtx, stormStop := context.WithCancel(ctx) // the devices' and the sampler's
+	defer stormStop()
+	startCPU := g.sampleStartCPU(stormCtx, rr, &firstConnect)
 
 	// Every device waits for its drop, then retries with jitter.
 	var back atomic.Int64
@@ -327,6 +329,7 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			ctx := stormCtx
 			select {
 			case <-d.dropped:
 			case <-ctx.Done():
@@ -342,12 +345,12 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 					firstConnect.CompareAndSwap(0, dialed)
 				})
 				if err == nil {
+					c.discard()
+					d.conn = c
 					backAt[i], connAt[i] = time.Now().UnixNano(), dialed
 					if back.Add(1) == int64(identified) {
 						close(allBack)
 					}
-					c.discard()
-					d.conn = c
 					return
 				}
 				if code := errCode(err); code != "transport" && code != "closed" && code != "timeout" {
@@ -359,7 +362,11 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 			}
 		}()
 	}
+	// The devices' goroutines end before their connections are closed:
+	// d.conn is theirs until then.
 	defer func() {
+		stormStop()
+		wg.Wait()
 		for _, d := range devs {
 			if d != nil && d.conn != nil {
 				d.conn.close()
@@ -411,6 +418,10 @@ func (g *gen) runReconnect(ctx context.Context) (*ReconnectResult, error) {
 	stormEnd, stormEndErr := g.stormCPUEnd(ctx, startCPU)
 	rssStop()
 	<-rssDone
+	// Devices not back by the deadline stop trying: backAt and connAt are
+	// read below.
+	stormStop()
+	wg.Wait()
 
 	select {
 	case <-rr.done:
