@@ -5,11 +5,13 @@
 # names), runs the go test benchmarks with -count 10 and benchstat, and
 # renders scripts/benchmarks.md.tmpl with scripts/benchdoc.
 #
-#   scripts/bench.sh                full size: about 17 minutes on 2 cores
+#   scripts/bench.sh                full size: about 18 minutes on 2 cores
 #                                   (10,000 argon2 logins for idle: ~5 min;
 #                                   the media buffer sweep, -count 10: ~5 min;
 #                                   webrtc with 100 calls and the browser
-#                                   glass-to-glass test: ~2 min)
+#                                   glass-to-glass test: ~2 min; the
+#                                   reconnect storm of 10,000 devices, 1,250
+#                                   of them logging in with a password: ~1 min)
 #   QUICK=1 scripts/bench.sh        small counts, -count 3: about 3 minutes;
 #                                   writes $TMPDIR/umplug-bench-quick.md,
 #                                   labelled QUICK (never docs/)

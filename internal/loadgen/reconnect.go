@@ -167,16 +167,24 @@ func (r *ReconnectResult) Rows() []Row {
 		{"server CPU per password identification (argon2id), setup", cpuRow(r.PasswordLogins, r.PasswordCPU), ""},
 		{"server CPU read from", r.cpuSources(), ""},
 	}
-	var b strings.Builder
-	for i, pt := range r.Curve {
-		if i > 0 {
-			b.WriteString(" ")
+	// The curve, curvePerRow points a row so that the table stays narrow.
+	metric := "devices back vs time"
+	for i := 0; i < len(r.Curve); i += curvePerRow {
+		var b strings.Builder
+		for j, pt := range r.Curve[i:min(i+curvePerRow, len(r.Curve))] {
+			if j > 0 {
+				b.WriteString(" ")
+			}
+			fmt.Fprintf(&b, "%.2fs:%d", pt.At.Seconds(), pt.Back)
 		}
-		fmt.Fprintf(&b, "%.2fs:%d", pt.At.Seconds(), pt.Back)
+		rows = append(rows, Row{metric, b.String(), ""})
+		metric = ""
 	}
-	rows = append(rows, Row{"devices back vs time", b.String(), ""})
 	return rows
 }
+
+// curvePerRow is how many curve points a table row holds.
+const curvePerRow = 5
 
 // cpuSources says where the server CPU figures came from.
 func (r *ReconnectResult) cpuSources() string {

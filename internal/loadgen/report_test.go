@@ -211,3 +211,40 @@ func TestReconnectFigures(t *testing.T) {
 		})
 	}
 }
+
+// TestReconnectCurveRows: the curve is printed five points a row (the first
+// row named, the others continuing it), so that the table stays narrow.
+func TestReconnectCurveRows(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		points int
+		want   []string // the curve's rows: metric|value
+	}{
+		{"none", 0, nil},
+		{"one row", 2, []string{"devices back vs time|0.25s:1 0.50s:2"}},
+		{"two rows", 7, []string{
+			"devices back vs time|0.25s:1 0.50s:2 0.75s:3 1.00s:4 1.25s:5",
+			"|1.50s:6 1.75s:7",
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &loadgen.ReconnectResult{}
+			for i := 1; i <= tt.points; i++ {
+				r.Curve = append(r.Curve, loadgen.CurvePoint{At: time.Duration(i) * 250 * time.Millisecond, Back: i})
+			}
+			var got []string
+			rows := r.Rows()
+			for i, row := range rows {
+				if row.Metric == "devices back vs time" {
+					for _, c := range rows[i:] {
+						got = append(got, c.Metric+"|"+c.Value)
+					}
+					break
+				}
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("curve rows %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
