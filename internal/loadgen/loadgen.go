@@ -16,7 +16,8 @@
 //	             only in a loopback-only network namespace
 //	reconnect    N identified devices (sessions), the server restarted
 //	             (-restart command, or by hand), every device back with its
-//	             session: devices back vs time, last one back, peak RSS
+//	             session: devices back vs time, last one back, peak RSS,
+//	             server CPU per identification by session and by password
 //	             (reconnect.go)
 //
 // Users are created on the fly with reg-user (an existing name is fine, so
