@@ -197,9 +197,11 @@ func (r *ReconnectResult) cpuSources() string {
 		storm = "not read"
 	}
 	if r.RestartedPID > 0 {
-		storm += fmt.Sprintf(" (restarted pid %d)", r.RestartedPID)
+		storm += fmt.Sprintf(" (pid %d)", r.RestartedPID)
 	}
-	return "setup: " + src + "; storm: " + storm
+	// Short: the row's value sets the table's width.
+	short := strings.NewReplacer("/proc schedstat", "/proc", "/metrics process_cpu_seconds_total", "/metrics")
+	return short.Replace("setup: " + src + "; storm: " + storm)
 }
 
 // restartPID is the restarted server's pid in a restart command's output:
