@@ -1,2 +1,0 @@
-benchstat -filter '.name:RelayBufferSize' -col /impl media-buf.txt
-benchstat -filter '-.name:RelayBufferSize' media-buf.txt

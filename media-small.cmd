@@ -1,1 +1,0 @@
-benchstat media-small.txt

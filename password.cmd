@@ -1,1 +1,0 @@
-benchstat password.txt
