@@ -5,11 +5,13 @@
 # names), runs the go test benchmarks with -count 10 and benchstat, and
 # renders scripts/benchmarks.md.tmpl with scripts/benchdoc.
 #
-#   scripts/bench.sh                full size: about 17 minutes on 2 cores
+#   scripts/bench.sh                full size: about 18 minutes on 2 cores
 #                                   (10,000 argon2 logins for idle: ~5 min;
 #                                   the media buffer sweep, -count 10: ~5 min;
 #                                   webrtc with 100 calls and the browser
-#                                   glass-to-glass test: ~2 min)
+#                                   glass-to-glass test: ~2 min; the
+#                                   reconnect storm of 10,000 devices, 1,250
+#                                   of them logging in with a password: ~1 min)
 #   QUICK=1 scripts/bench.sh        small counts, -count 3: about 3 minutes;
 #                                   writes $TMPDIR/umplug-bench-quick.md,
 #                                   labelled QUICK (never docs/)
@@ -54,6 +56,7 @@ if [ -n "$QUICK" ]; then
   FLOOD=100 FLOOD_DURATION=5s
   MEDIA_PAIRS=10 MEDIA_PACED_PAIRS=5
   WEBRTC_PAIRS=5 WEBRTC_DURATION=3s
+  RECONNECT_CONNS=400
   COUNT=3 BENCHTIME=200ms
 else
   CALLS_DURATION=10s MEDIA_DURATION=10s
@@ -62,6 +65,7 @@ else
   FLOOD=1000 FLOOD_DURATION=10s
   MEDIA_PAIRS=50 MEDIA_PACED_PAIRS=20
   WEBRTC_PAIRS=100 WEBRTC_DURATION=10s
+  RECONNECT_CONNS=10000
   COUNT=10 BENCHTIME=1s
 fi
 
@@ -73,6 +77,10 @@ cleanup() {
   if [ -n "$SERVER_PID" ]; then
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  # A server the reconnect scenario restarted is not this shell's child.
+  if [ -f "$WORK/reports/reconnect.pid" ]; then
+    kill "$(cat "$WORK/reports/reconnect.pid")" 2>/dev/null || true
   fi
   if [ -d "$WORK/baseline-src" ]; then
     git worktree remove --force "$WORK/baseline-src" 2>/dev/null || true
@@ -170,6 +178,45 @@ scenario presence "" -scenario presence -peers "$PRES_PEERS" -changes "$PRES_CHA
 scenario login-flood "-msg-rate -1" -scenario login-flood -flood "$FLOOD" -pairs 20 -duration "$FLOOD_DURATION" -unpaced -sources 50
 scenario media "-msg-rate -1" -scenario media -pairs "$MEDIA_PAIRS" -duration "$MEDIA_DURATION" -unpaced
 scenario media-paced "" -scenario media -pairs "$MEDIA_PACED_PAIRS" -fps 30 -frame-bytes 10240 -duration "$MEDIA_DURATION"
+
+# reconnect: RECONNECT_CONNS identified devices (a password login per 8
+# devices, sessions for the rest), then the bench runs the restart command:
+# SIGTERM, wait until the server has exited, start it again on the same
+# data and port (in the background, output redirected) and print its pid,
+# so that the storm's server CPU is read from /proc. The new server is not
+# this shell's child: it is stopped by pid and waited for by polling.
+reconnect_scenario() {
+  echo "bench.sh: scenario reconnect" >&2
+  start_server reconnect
+  local old=$SERVER_PID addr=${SERVER_URL#http://}
+  local data="$WORK/data-reconnect" pidfile="$WORK/reports/reconnect.pid"
+  local restart="kill $old; while ps -o stat= -p $old | grep -qv Z; do sleep 0.05; done
+'$SERVER_BIN' serve -addr $addr -data '$data' </dev/null >/dev/null 2>>'$WORK/reports/reconnect.server.log' &
+echo \$! >'$pidfile'; echo \$!"
+  # What a reader would type.
+  {
+    echo 'umplug serve -addr 127.0.0.1:8080 -data DIR & pid=$!'
+    echo "umplug bench -scenario reconnect -conns $RECONNECT_CONNS -pid \$pid \\"
+    echo '  -restart "kill $pid; while kill -0 $pid; do sleep 0.05; done'
+    echo '    umplug serve -addr 127.0.0.1:8080 -data DIR </dev/null >/dev/null 2>&1 &'
+    echo '    echo \$!"'
+  } >"$WORK/reports/reconnect.cmd"
+  local t0
+  t0=$(date +%s)
+  "$WORK/umplug" bench -json -server "$SERVER_URL" -pid "$SERVER_PID" \
+    -scenario reconnect -conns "$RECONNECT_CONNS" -restart "$restart" \
+    >"$WORK/reports/reconnect.json" 2>"$WORK/reports/reconnect.progress"
+  echo $(($(date +%s) - t0)) >"$WORK/reports/reconnect.seconds"
+  wait "$old" 2>/dev/null || true
+  SERVER_PID=
+  local pid
+  pid=$(cat "$pidfile")
+  kill "$pid"
+  # Until it is gone or a zombie (its reaper is not this shell).
+  while ps -o stat= -p "$pid" | grep -qv Z; do sleep 0.1; done
+  rm -f "$pidfile"
+}
+reconnect_scenario
 
 # webrtc: the scenario refuses to run unless loopback is the only interface
 # up, so server and load generator run in a private network namespace (the

@@ -16,7 +16,8 @@
 //	             only in a loopback-only network namespace
 //	reconnect    N identified devices (sessions), the server restarted
 //	             (-restart command, or by hand), every device back with its
-//	             session: devices back vs time, last one back, peak RSS
+//	             session: devices back vs time, last one back, peak RSS,
+//	             server CPU per identification by session and by password
 //	             (reconnect.go)
 //
 // Users are created on the fly with reg-user (an existing name is fine, so
@@ -201,16 +202,21 @@ func (c *Config) setDefaults() error {
 		c.Rate = protocol.DefaultRateLimit
 	}
 	if c.Sources <= 0 {
-		n := 1
+		n, per := 1, connsPerSource
 		switch c.Scenario {
-		case "idle", "reconnect":
+		case "idle":
 			n = c.Conns
+		case "reconnect":
+			// Every device reconnects at once: spread them so that no
+			// address has more logins in progress than the server allows
+			// (64), as devices on their own addresses would not.
+			n, per = c.Conns, reconnectsPerSource
 		case "presence":
 			n = c.Peers
 		case "login-flood":
 			n = c.Flood
 		}
-		c.Sources = max(1, (n+connsPerSource-1)/connsPerSource)
+		c.Sources = min(254, max(1, (n+per-1)/per))
 	}
 	if c.Sources > 254 {
 		return fmt.Errorf("%w: sources %d > 254", ErrBadConfig, c.Sources)
@@ -239,6 +245,11 @@ func (c *Config) setDefaults() error {
 // connsPerSource is how many connections share a source address by
 // default: half of umplug serve's default per-address cap (1,000).
 const connsPerSource = 500
+
+// reconnectsPerSource is how many reconnect devices share a source address
+// by default: under umplug serve's default bound on logins in progress
+// from one address (64), which a storm from 500 devices per address hits.
+const reconnectsPerSource = 50
 
 // Row is one line of a summary table.
 type Row struct {

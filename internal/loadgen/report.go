@@ -50,6 +50,7 @@ func (c Config) Settings() ([]Setting, error) {
 		"presence":    {"peers", "changes", "sources"},
 		"login-flood": {"duration", "pairs", "flood", "sources"},
 		"media":       {"duration", "pairs", "frame-bytes", "fps"},
+		"reconnect":   {"conns", "restart", "reconnect-jitter", "sources"},
 	}[c.Scenario]
 	used := func(name string) bool {
 		for _, u := range uses {
@@ -69,9 +70,13 @@ func (c Config) Settings() ([]Setting, error) {
 	add("pairs", c.Pairs)
 	add("frame-bytes", c.FrameBytes)
 	add("fps", c.FPS)
-	if used("conns") {
+	if used("conns") && c.Scenario == "idle" {
 		s = append(s, Setting{"conns", fmt.Sprintf("%d,%d", c.ConnsBase, c.Conns)})
+	} else {
+		add("conns", c.Conns) // reconnect: one count
 	}
+	add("restart", c.RestartCmd)
+	add("reconnect-jitter", c.ReconnectJitter.String())
 	add("peers", c.Peers)
 	add("changes", c.Changes)
 	add("flood", c.Flood)

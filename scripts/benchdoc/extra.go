@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -170,4 +172,58 @@ func (d *doc) loadComparison() (*comparison, error) {
 		c.Rows = append(c.Rows, row)
 	}
 	return c, nil
+}
+
+// curvePoint is one point of the reconnect scenario's curve, as its -json
+// report holds it (result.curve).
+type curvePoint struct {
+	At   float64 `json:"at_ns"`
+	Back float64 `json:"back"`
+}
+
+// maxCurveRows bounds the curve table: a slow storm (a point every 250 ms
+// for up to 60 s) is thinned to about this many rows, the last point kept.
+const maxCurveRows = 24
+
+// curveTable renders a reconnect report's curve (devices back against time
+// after the new server first answered) as a markdown table with a bar per
+// row.
+func (d *doc) curveTable(name string) (string, error) {
+	r, err := d.report(name)
+	if err != nil {
+		return "", err
+	}
+	raw, ok := r.Result["curve"]
+	if !ok {
+		return "", fmt.Errorf("report %s has no result field curve", name)
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return "", err
+	}
+	var pts []curvePoint
+	if err := json.Unmarshal(b, &pts); err != nil {
+		return "", fmt.Errorf("report %s: curve: %w", name, err)
+	}
+	devices, _ := r.Result["devices"].(float64)
+	if len(pts) == 0 || devices <= 0 {
+		return "", fmt.Errorf("report %s: an empty curve (%d points, %g devices)", name, len(pts), devices)
+	}
+	return renderCurve(pts, devices), nil
+}
+
+func renderCurve(pts []curvePoint, devices float64) string {
+	step := (len(pts) + maxCurveRows - 1) / maxCurveRows
+	var sb strings.Builder
+	sb.WriteString("| after the new server accepted connections | devices back | |\n|---|---|---|\n")
+	for i, p := range pts {
+		if i%step != 0 && i != len(pts)-1 {
+			continue
+		}
+		frac := p.Back / devices
+		bar := int(math.Round(30 * min(max(frac, 0), 1)))
+		fmt.Fprintf(&sb, "| %.2f s | %s (%.0f %%) | `%s%s` |\n", p.At/1e9, group(fmt.Sprintf("%.0f", p.Back)), 100*frac,
+			strings.Repeat("█", bar), strings.Repeat("·", 30-bar))
+	}
+	return sb.String()
 }

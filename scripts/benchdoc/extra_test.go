@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,5 +101,62 @@ func TestBaseline(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("table lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+// TestCurve renders the reconnect curve from a report: every point of a
+// short storm, a long one thinned with its last point kept, and an error
+// (not a blank table) when the report has no curve.
+func TestCurve(t *testing.T) {
+	report := func(curve string) string {
+		return `{"header":{"time":"2026-11-26T12:00:00Z"},"result":{"devices":10000` + curve + `}}`
+	}
+	var long []string
+	for i := 1; i <= 240; i++ {
+		long = append(long, fmt.Sprintf(`{"at_ns":%d,"back":%d}`, i*250_000_000, min(10000, i*42)))
+	}
+	for _, tc := range []struct {
+		name, json string
+		rows       int
+		want       []string
+		err        string
+	}{
+		{"short", report(`,"curve":[{"at_ns":250000000,"back":1200},{"at_ns":500000000,"back":5000},{"at_ns":3270000000,"back":10000}]`), 3, []string{
+			"| 0.25 s | 1,200 (12 %) | `████" + strings.Repeat("·", 26) + "` |",
+			"| 0.50 s | 5,000 (50 %) | `" + strings.Repeat("█", 15) + strings.Repeat("·", 15) + "` |",
+			"| 3.27 s | 10,000 (100 %) | `" + strings.Repeat("█", 30) + "` |",
+		}, ""},
+		{"long, thinned", report(`,"curve":[` + strings.Join(long, ",") + `]`), 25, []string{
+			"| 0.25 s | 42 (0 %) |", "| 60.00 s | 10,000 (100 %) |",
+		}, ""},
+		{"no curve", report(``), 0, nil, "no result field curve"},
+		{"empty curve", report(`,"curve":[]`), 0, nil, "empty curve"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFiles(t, dir, map[string]string{"reconnect.json": tc.json})
+			d, err := load(dir, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := d.curveTable("reconnect")
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(got, "\n") - 2; n != tc.rows {
+				t.Errorf("%d rows, want %d:\n%s", n, tc.rows, got)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("table lacks %q:\n%s", w, got)
+				}
+			}
+		})
 	}
 }

@@ -231,6 +231,8 @@ func (d *doc) funcs() template.FuncMap {
 		},
 		// glass is the glass-to-glass browser test's figures (g2g.txt).
 		"glass": func() (*glass, error) { return loadGlass(d.dir) },
+		// curve is the reconnect storm's curve as a table.
+		"curve": d.curveTable,
 		// baseline is the same-run comparison with BASELINE, or nil.
 		"baseline": d.loadComparison,
 		// result returns one field of a report's result (for figures the
