@@ -44,8 +44,8 @@ import (
 //     sends feed the copies the other side already receives (same kind and
 //     codec), so the other side's connection is not renegotiated; a
 //     keyframe is requested from the new sender. The copies keep their
-//     SSRC; sequence numbers and timestamps jump, as after a sender
-//     restart. A side that comes back in the other media mode ends the
+//     SSRC; the new sender's packets are renumbered to follow the old
+//     sender's (rtpseq.go). A side that comes back in the other media mode ends the
 //     call as disconnected.
 
 // Rebind implements plug.Rebinder: side r.Side of call r.Call gets a new
