@@ -459,3 +459,32 @@ func TestMediaLost(t *testing.T) {
 		t.Fatalf("%d unpairs", unpairs)
 	}
 }
+
+// TestResumeAfterRestartGetsNewDevice: device ids never repeat across
+// servers (a restart, or another node): after a restart alice's first new
+// device does not get the id she had, and presenting the old id resumes
+// nothing, neither a device of the old run nor the new one of her other tab.
+func TestResumeAfterRestartGetsNewDevice(t *testing.T) {
+	ts, _ := newResumeServer(t, trio)
+	old := ts.loginR(t, "alice")
+	old.drop()
+	cfg := ts.cfg
+	cfg.Media = &rebindRec{recorder: &recorder{}}
+	s2, err := New(cfg) // the restarted server, same store
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts2 := &testServer{Server: s2, st: ts.st, clk: ts.clk, media: ts.media}
+	other := ts2.loginR(t, "alice")
+	if other.device == old.device {
+		t.Fatalf("the restarted server gave device id %q again", old.device)
+	}
+	r, m := ts2.resume(t, "alice", old)
+	if !m.OK || m.Device == old.device || m.Device == other.device {
+		t.Fatalf("resume of %q after the restart: ok=%v device %q (other tab %q)", old.device, m.OK, m.Device, other.device)
+	}
+	_ = r
+	if got := ts2.Devices("alice"); got != 2 {
+		t.Fatalf("alice has %d devices, want 2 (her other tab was taken over?)", got)
+	}
+}

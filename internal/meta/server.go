@@ -10,12 +10,14 @@ package meta
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base32"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -251,6 +253,7 @@ type Server struct {
 	bg        *bgWriter // missed calls and session upkeep, off the request path
 	devSeq    atomic.Uint64
 	callSeq   atomic.Uint64
+	idTag     string // random per Server: device and call ids never repeat across restarts (or nodes)
 
 	mu       sync.Mutex // guards the following (see the invariants above)
 	users    map[string]*userState
@@ -296,6 +299,7 @@ func New(cfg Config) (*Server, error) {
 		conns:     make(map[*Session]struct{}),
 		devs:      make(map[string]*Session),
 		perAddr:   make(map[string]int),
+		idTag:     newIDTag(),
 	}
 	s.bg = newBgWriter(s)
 	m, err := newMetrics(cfg.Registerer)
@@ -396,12 +400,27 @@ func (s *Server) Stats() Stats {
 	return Stats{Conns: len(s.conns), Users: len(s.users), Calls: len(s.calls)}
 }
 
+// newDeviceID returns a device id no earlier run of the server gave: a
+// counter plus this Server's random tag. With a counter alone a restarted
+// server hands out "d7" again, and a device presenting the d7 it had before
+// the restart would take the new d7 for its own resumed device (the client
+// learns it resumed by getting its id back) or, within the grace window,
+// resume another new device of the same user.
 func (s *Server) newDeviceID() string {
-	return "d" + strconv.FormatUint(s.devSeq.Add(1), 36)
+	return "d" + strconv.FormatUint(s.devSeq.Add(1), 36) + "-" + s.idTag
 }
 
 func (s *Server) newCallID() string {
-	return "c" + strconv.FormatUint(s.callSeq.Add(1), 36)
+	return "c" + strconv.FormatUint(s.callSeq.Add(1), 36) + "-" + s.idTag
+}
+
+// newIDTag returns 40 random bits in lowercase base32 (8 characters).
+func newIDTag() string {
+	var b [5]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("meta: crypto/rand failed: %v", err)) // never on Linux ≥ 3.17
+	}
+	return strings.ToLower(base32.StdEncoding.EncodeToString(b[:]))
 }
 
 // newTicket returns a single-use media credential of 192 random bits.
