@@ -151,6 +151,12 @@ const (
 	reconnectMaxDelay   = 5 * time.Second
 	// mediaDialTimeout bounds the dial of one media connection.
 	mediaDialTimeout = 10 * time.Second
+	// resumeConfirm bounds the wait for the fresh force-call that follows a
+	// resume in an active call. The server sends it right after the whoami
+	// response; when none comes, the call is gone after all: device ids
+	// restart with the server, so a "resume" after a restart can be given
+	// the very id it asked for by chance.
+	resumeConfirm = 5 * time.Second
 )
 
 var (
@@ -619,9 +625,14 @@ func (p *piper) inCall(ctx context.Context, fc protocol.Event) (err error) {
 		peerDone     = (<-chan struct{})(p.st.peerDoneCh)
 		lingerTimer  *time.Timer
 		lingerC      <-chan time.Time
-		lingerRecv   uint64
+		lingerSeen   uint64
+		confirmTimer *time.Timer // from a resume until its force-call
+		confirmC     <-chan time.Time
 	)
 	defer func() {
+		if confirmTimer != nil {
+			confirmTimer.Stop()
+		}
 		if troubleTimer != nil {
 			troubleTimer.Stop()
 		}
@@ -659,11 +670,21 @@ func (p *piper) inCall(ctx context.Context, fc protocol.Event) (err error) {
 				if !resumed {
 					return errCallGone // a new device: the call is gone
 				}
-				continue // a fresh force-call follows
+				// A fresh force-call follows.
+				if confirmTimer != nil {
+					confirmTimer.Stop()
+				}
+				confirmTimer = time.NewTimer(resumeConfirm)
+				confirmC = confirmTimer.C
+				continue
 			}
 			switch {
 			case ev.Type == protocol.TypeForceCall && ev.Peer == p.peer:
 				p.log.Debug("fresh force-call: new media connection")
+				if confirmTimer != nil {
+					confirmTimer.Stop()
+					confirmC = nil
+				}
 				open(ev)
 			case ev.Type == protocol.TypeUnpair && ev.User == p.peer:
 				return p.callEnded(ev.Reason)
@@ -692,6 +713,9 @@ func (p *piper) inCall(ctx context.Context, fc protocol.Event) (err error) {
 			} else {
 				p.log.Info("connected", "peer", p.peer)
 			}
+		case <-confirmC:
+			p.log.Info("no fresh force-call after the resume: the call is gone (the server restarted?)", "waited", resumeConfirm)
+			return errCallGone
 		case <-troubleC:
 			if p.complete() {
 				p.log.Info("everything delivered both ways; the peer did not come back to confirm")
@@ -710,12 +734,12 @@ func (p *piper) inCall(ctx context.Context, fc protocol.Event) (err error) {
 				p.log.Info("our stream is acknowledged; hanging up (-linger 0)")
 				return end(nil)
 			}
-			lingerRecv = p.st.received()
+			lingerSeen, _ = p.st.peerActivity()
 			lingerTimer = time.NewTimer(p.cfg.linger)
 			lingerC = lingerTimer.C
 		case <-lingerC:
-			if now := p.st.received(); now != lingerRecv || !p.trouble.IsZero() {
-				lingerRecv = now // the peer is still sending, or we are reconnecting
+			if now, writing := p.st.peerActivity(); now != lingerSeen || writing || !p.trouble.IsZero() {
+				lingerSeen = now // the peer is still sending, or we are reconnecting
 				lingerTimer.Reset(p.cfg.linger)
 				continue
 			}

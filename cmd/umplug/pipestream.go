@@ -203,6 +203,11 @@ type stream struct {
 	recvFin  bool   // the peer's fin arrived at recv
 	peerID   uint64 // from the peer's first hello; 0 until then
 	peerDone bool   // the peer sent done
+	// activity counts the peer's data frames, and writing is set while one
+	// is being written out: -linger's measure of an idle peer (a slow
+	// stdout is not an idle peer).
+	activity uint64
+	writing  bool
 
 	cur     *link
 	failed  error // a fatal error (stdin, stdout, protocol); failedCh is closed
@@ -266,11 +271,12 @@ func (s *stream) unacked() (n uint64, eof bool) {
 	return s.end - s.base, s.eof
 }
 
-// received returns how many bytes of the peer's stream were written.
-func (s *stream) received() uint64 {
+// peerActivity returns a count that changes whenever a data frame of the
+// peer arrives, and whether one is being written out now.
+func (s *stream) peerActivity() (count uint64, writing bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.recv
+	return s.activity, s.writing
 }
 
 // readStdin fills the ring from r until r ends, waiting while the ring is
@@ -539,6 +545,7 @@ func (s *stream) checkLocked() {
 func (s *stream) handleData(f streamFrame) error {
 	s.mu.Lock()
 	recv, fin := s.recv, s.recvFin
+	s.activity++
 	s.mu.Unlock()
 	end := f.offset + uint64(len(f.payload))
 	switch {
@@ -549,7 +556,14 @@ func (s *stream) handleData(f streamFrame) error {
 	}
 	// Only this goroutine advances recv: no one else writes out.
 	p := f.payload[recv-f.offset:]
-	if _, err := s.out.Write(p); err != nil {
+	s.mu.Lock()
+	s.writing = true
+	s.mu.Unlock()
+	_, err := s.out.Write(p)
+	s.mu.Lock()
+	s.writing = false
+	s.mu.Unlock()
+	if err != nil {
 		err = fmt.Errorf("pipe: write stdout: %w", err)
 		s.mu.Lock()
 		s.failLocked(err)
