@@ -311,27 +311,50 @@ func (p *pipePair) finish(ctx context.Context, t *testing.T) {
 }
 
 // TestPipeResumesAfterDrop: alice's connections (meta and media) are reset
-// mid-stream, with megabytes in flight (bob's stdout stalled); she resumes the same call (same device, bob never sees
-// the call end) and both streams arrive exactly.
+// mid-stream, with megabytes in flight (bob's stdout stalled). Back within
+// the server's grace window, she resumes the same call (same device; bob is
+// told reconnecting, then resumed, and the call never ends); back after it,
+// bob's call has ended (disconnected) and alice calls again. Either way
+// both streams arrive exactly.
 func TestPipeResumesAfterDrop(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	srv := servertest.Start(t, &servertest.Options{ResumeGrace: time.Minute})
-	proxy := newCutProxy(t, srv.HTTP.Listener.Addr().String())
-	p := startPipes(ctx, t, srv.URL, proxy.URL(), 8<<20, 4<<20, 1<<20, "-buffer", "1048576")
-	p.waitStalled(ctx, t)
-
-	proxy.cut()
-	p.bobLog.waitFor(ctx, t, `msg="peer reconnecting"`)
-	proxy.restore()
-	p.aliceLog.waitFor(ctx, t, "resumed=true")
-	p.finish(ctx, t)
-
-	if n := strings.Count(p.bobLog.String(), `msg="accepted call"`); n != 1 {
-		t.Errorf("bob accepted %d calls, want 1 (the call resumed)", n)
+	tests := []struct {
+		name     string
+		grace    time.Duration
+		awayTill string // what bob's log says before alice may come back
+		resumed  bool
+	}{
+		{name: "within the grace window", grace: time.Minute, awayTill: `msg="peer reconnecting"`, resumed: true},
+		{name: "after the grace window", grace: 300 * time.Millisecond, awayTill: "reason=disconnected"},
 	}
-	if !strings.Contains(p.bobLog.String(), `msg="peer resumed"`) {
-		t.Error("bob was not told that alice resumed")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			srv := servertest.Start(t, &servertest.Options{ResumeGrace: tt.grace})
+			proxy := newCutProxy(t, srv.HTTP.Listener.Addr().String())
+			p := startPipes(ctx, t, srv.URL, proxy.URL(), 8<<20, 4<<20, 1<<20, "-buffer", "1048576")
+			p.waitStalled(ctx, t)
+
+			proxy.cut()
+			p.bobLog.waitFor(ctx, t, tt.awayTill)
+			proxy.restore()
+			p.aliceLog.waitFor(ctx, t, "msg=reconnected")
+			p.finish(ctx, t)
+
+			wantCalls := 2
+			if tt.resumed {
+				wantCalls = 1
+				if !strings.Contains(p.bobLog.String(), `msg="peer resumed"`) {
+					t.Error("bob was not told that alice resumed")
+				}
+			}
+			if got := strings.Contains(p.aliceLog.String(), "resumed=true"); got != tt.resumed {
+				t.Errorf("alice resumed: %v, want %v", got, tt.resumed)
+			}
+			if n := strings.Count(p.bobLog.String(), `msg="accepted call"`); n != wantCalls {
+				t.Errorf("bob accepted %d calls, want %d", n, wantCalls)
+			}
+		})
 	}
 }
 
