@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -307,6 +308,32 @@ func (p *pipePair) finish(ctx context.Context, t *testing.T) {
 	}
 	if t.Failed() || testing.Verbose() {
 		t.Logf("alice's log:\n%s\nbob's log:\n%s", p.aliceLog, p.bobLog)
+	}
+	checkPipeGoroutines(t)
+}
+
+// checkPipeGoroutines fails if goroutines of a stream or a pipe run remain
+// once runPipe returned (allowing 5 s for them to finish returning).
+func checkPipeGoroutines(t *testing.T) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(5 * time.Second)
+	buf := make([]byte, 1<<20)
+	for {
+		var left []string
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "cmd/umplug.(*stream)") || strings.Contains(g, "cmd/umplug.(*piper)") {
+				left = append(left, g)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines left behind by runPipe:\n%s", strings.Join(left, "\n\n"))
+		}
+		<-tick.C
 	}
 }
 

@@ -120,6 +120,8 @@ func TestPipeFlags(t *testing.T) {
 		{"self", []string{"-user", "a", "-call", "a"}, "yourself"},
 		{"stray arg", []string{"-user", "a", "-answer", "x"}, "unexpected argument"},
 		{"no password", []string{"-user", "a", "-answer"}, "no password"},
+		{"negative reconnect", []string{"-user", "a", "-answer", "-reconnect", "-1s"}, "-reconnect must not be negative"},
+		{"tiny buffer", []string{"-user", "a", "-answer", "-buffer", "1000"}, "-buffer must be at least"},
 		{"missing password file", []string{"-user", "a", "-answer", "-password-file", "/nonexistent/pw"}, "password file"},
 	}
 	for _, tt := range tests {
@@ -135,8 +137,10 @@ func TestPipeFlags(t *testing.T) {
 		if err := runPipe(context.Background(), []string{"-h"}, strings.NewReader(""), io.Discard, &out); err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(out.String(), "UMPLUG_PASSWORD") {
-			t.Errorf("help does not mention UMPLUG_PASSWORD:\n%s", out.String())
+		for _, want := range []string{"UMPLUG_PASSWORD", "exactly once and in order", "-reconnect"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("help does not mention %q:\n%s", want, out.String())
+			}
 		}
 	})
 }
