@@ -627,6 +627,7 @@ func (p *piper) inCall(ctx context.Context, fc protocol.Event) (err error) {
 		lingerC      <-chan time.Time
 		lingerSeen   uint64
 		confirmTimer *time.Timer // from a resume until its force-call
+		peerAway     bool        // between the peer's reconnecting and resumed
 		confirmC     <-chan time.Time
 	)
 	defer func() {
@@ -690,6 +691,7 @@ func (p *piper) inCall(ctx context.Context, fc protocol.Event) (err error) {
 				return p.callEnded(ev.Reason)
 			case (ev.Type == protocol.TypeReconnecting || ev.Type == protocol.TypeResumed) && ev.User == p.peer:
 				p.log.Info("peer "+ev.Type, "peer", p.peer)
+				peerAway = ev.Type == protocol.TypeReconnecting
 			default:
 				p.log.Debug("event during the call", "type", ev.Type, "user", ev.User)
 			}
@@ -738,8 +740,8 @@ func (p *piper) inCall(ctx context.Context, fc protocol.Event) (err error) {
 			lingerTimer = time.NewTimer(p.cfg.linger)
 			lingerC = lingerTimer.C
 		case <-lingerC:
-			if now, writing := p.st.peerActivity(); now != lingerSeen || writing || !p.trouble.IsZero() {
-				lingerSeen = now // the peer is still sending, or we are reconnecting
+			if now, writing := p.st.peerActivity(); now != lingerSeen || writing || !p.trouble.IsZero() || peerAway {
+				lingerSeen = now // the peer is still sending, or one of us is reconnecting
 				lingerTimer.Reset(p.cfg.linger)
 				continue
 			}

@@ -467,6 +467,9 @@ func (s *stream) handle(l *link, f streamFrame) error {
 		}
 		// Beyond recv: a gap, the data is resent first.
 	case kindAck:
+		if f.offset < s.base {
+			return nil // overtaken by a hello on a newer connection
+		}
 		return s.ackLocked(f)
 	case kindHello:
 		id := binary.BigEndian.Uint64(f.payload)
@@ -512,7 +515,8 @@ func (s *stream) ackLocked(f streamFrame) error {
 			f.offset, f.flags&flagFinSeen != 0, s.end)
 	}
 	if f.offset < s.base {
-		// The peer wants bytes it had acknowledged: they are gone.
+		// A hello that wants bytes its sender had acknowledged: they are
+		// gone.
 		return fmt.Errorf("%w: the peer asks from byte %d, but %d were acknowledged", errPipeProtocol, f.offset, s.base)
 	}
 	s.base = f.offset

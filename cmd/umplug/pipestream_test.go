@@ -401,6 +401,9 @@ func TestHelloFromAnotherProcess(t *testing.T) {
 	if s.next != 3 || s.base != 3 || l.hello != helloReply || !l.synced {
 		t.Fatalf("after a hello: next %d base %d hello %v synced %v", s.next, s.base, l.hello, l.synced)
 	}
+	if f, _ := decodeFrame(frame(kindAck, 0, 1, nil)); s.handle(l, f) != nil || s.base != 3 {
+		t.Fatalf("a stale ack (overtaken by the hello) changed the state: base %d", s.base)
+	}
 	if err := hello(1, 2); err == nil || !strings.Contains(err.Error(), "were acknowledged") {
 		t.Fatalf("hello from before the acknowledged offset: %v", err)
 	}
