@@ -21,15 +21,16 @@ import (
 
 // cutProxy forwards TCP connections to target until cut: then it resets
 // every connection (no WebSocket close: a network drop) and refuses new
-// ones until restored. (The same idea as web's e2e proxy, kept local: test
-// helpers do not cross packages.)
+// ones until restored; cutMedia resets the /media connections only. (The
+// same idea as web's e2e proxy, kept local: test helpers do not cross
+// packages.)
 type cutProxy struct {
 	ln     net.Listener
 	target string
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex // guards the following
-	conns map[net.Conn]struct{}
+	mu    sync.Mutex        // guards the following
+	conns map[net.Conn]bool // open connections, both legs: true for /media
 	down  bool
 }
 
@@ -39,7 +40,7 @@ func newCutProxy(t *testing.T, target string) *cutProxy {
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
-	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(func() {
@@ -60,7 +61,7 @@ func (p *cutProxy) accept() {
 		if err != nil {
 			return
 		}
-		if !p.track(c) {
+		if !p.track(c, false) {
 			c.Close()
 			continue
 		}
@@ -70,13 +71,13 @@ func (p *cutProxy) accept() {
 }
 
 // track registers c unless the proxy is down.
-func (p *cutProxy) track(c net.Conn) bool {
+func (p *cutProxy) track(c net.Conn, media bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.down {
 		return false
 	}
-	p.conns[c] = struct{}{}
+	p.conns[c] = media
 	return true
 }
 
@@ -90,15 +91,27 @@ func (p *cutProxy) untrack(c net.Conn) {
 func (p *cutProxy) serve(c net.Conn) {
 	defer p.wg.Done()
 	defer p.untrack(c)
+	// The request line tells /media from /meta.
+	first := make([]byte, 4<<10)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(first)
+	if err != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	media := bytes.HasPrefix(first[:n], []byte("GET /media"))
 	up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
 	if err != nil {
 		return
 	}
-	if !p.track(up) {
+	if !p.track(up, media) || !p.track(c, media) {
 		up.Close()
 		return
 	}
 	defer p.untrack(up)
+	if _, err := up.Write(first[:n]); err != nil {
+		return
+	}
 	done := make(chan struct{}, 2)
 	go func() { io.Copy(up, c); done <- struct{}{} }()
 	go func() { io.Copy(c, up); done <- struct{}{} }()
@@ -114,11 +127,26 @@ func (p *cutProxy) cut() {
 	defer p.mu.Unlock()
 	p.down = true
 	for c := range p.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetLinger(0) // RST
-		}
-		c.Close()
+		rst(c)
 	}
+}
+
+// cutMedia resets the /media connections (both legs); the rest stay.
+func (p *cutProxy) cutMedia() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c, media := range p.conns {
+		if media {
+			rst(c)
+		}
+	}
+}
+
+func rst(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0) // RST: as abrupt as a dead link gets on loopback
+	}
+	c.Close()
 }
 
 func (p *cutProxy) restore() {
@@ -341,17 +369,20 @@ func checkPipeGoroutines(t *testing.T) {
 // mid-stream, with megabytes in flight (bob's stdout stalled). Back within
 // the server's grace window, she resumes the same call (same device; bob is
 // told reconnecting, then resumed, and the call never ends); back after it,
-// bob's call has ended (disconnected) and alice calls again. Either way
-// both streams arrive exactly.
+// bob's call has ended (disconnected) and alice calls again. With her
+// /media alone cut, the server keeps the call and gives her a fresh ticket.
+// Each way both streams arrive exactly.
 func TestPipeResumesAfterDrop(t *testing.T) {
 	tests := []struct {
-		name     string
-		grace    time.Duration
-		awayTill string // what bob's log says before alice may come back
-		resumed  bool
+		name      string
+		grace     time.Duration
+		mediaOnly bool   // cut alice's /media only: /meta stays
+		awayTill  string // what bob's log says before alice may come back
+		resumed   bool
 	}{
 		{name: "within the grace window", grace: time.Minute, awayTill: `msg="peer reconnecting"`, resumed: true},
 		{name: "after the grace window", grace: 300 * time.Millisecond, awayTill: "reason=disconnected"},
+		{name: "media only", grace: time.Minute, mediaOnly: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -362,6 +393,20 @@ func TestPipeResumesAfterDrop(t *testing.T) {
 			p := startPipes(ctx, t, srv.URL, proxy.URL(), 8<<20, 4<<20, 1<<20, "-buffer", "1048576")
 			p.waitStalled(ctx, t)
 
+			if tt.mediaOnly {
+				// The server keeps the call and gives alice a fresh ticket
+				// on her /meta at once.
+				proxy.cutMedia()
+				p.aliceLog.waitFor(ctx, t, `msg="fresh force-call: new media connection"`)
+				p.finish(ctx, t)
+				if strings.Contains(p.aliceLog.String(), "msg=reconnected") {
+					t.Error("alice reconnected /meta, which was never cut")
+				}
+				if n := strings.Count(p.bobLog.String(), `msg="accepted call"`); n != 1 {
+					t.Errorf("bob accepted %d calls, want 1", n)
+				}
+				return
+			}
 			proxy.cut()
 			p.bobLog.waitFor(ctx, t, tt.awayTill)
 			proxy.restore()
