@@ -322,6 +322,11 @@ func (p *piper) establish(ctx context.Context, first bool) (protocol.Event, erro
 			if _, err := p.reconnect(ctx); err != nil {
 				return fc, err
 			}
+			if first {
+				// Back before any stream: wait for the peer as long as
+				// before (only ctx bounds it).
+				p.trouble = time.Time{}
+			}
 		case rctx.Err() != nil:
 			return fc, p.troubleErr(ctx, err)
 		default:
