@@ -266,6 +266,16 @@ func (p *piper) run(ctx context.Context) error {
 	}
 }
 
+// peerDone reports whether the peer said it has everything.
+func (p *piper) peerDone() bool {
+	select {
+	case <-p.st.peerDoneCh:
+		return true
+	default:
+		return false
+	}
+}
+
 // complete reports whether both streams were delivered.
 func (p *piper) complete() bool {
 	select {
@@ -760,9 +770,16 @@ func (p *piper) inCall(ctx context.Context, fc protocol.Event) (err error) {
 
 // callEnded decides what the end of the call (an unpair with reason) means.
 func (p *piper) callEnded(reason string) error {
-	if p.complete() {
+	if p.complete() && (reason == protocol.ReasonHangup || p.peerDone() || p.cfg.reconnect == 0) {
 		p.log.Info("call ended; both streams delivered", "peer", p.peer, "reason", reason)
 		return nil
+	}
+	if p.complete() {
+		// The peer may not know yet that its stream arrived (our last
+		// acknowledgement was lost with the call): call again to say so;
+		// run ends well if the peer does not come back.
+		p.log.Info("call ended before the goodbye", "peer", p.peer, "reason", reason)
+		return errCallGone
 	}
 	if reason == protocol.ReasonHangup {
 		n, eof := p.st.unacked()
