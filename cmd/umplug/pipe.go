@@ -307,7 +307,7 @@ func (p *piper) troubleErr(parent context.Context, err error) error {
 	if parent.Err() != nil {
 		return fmt.Errorf("pipe: %w", parent.Err())
 	}
-	return fmt.Errorf("pipe: not back with %s within -reconnect %v: %w", p.peer, p.cfg.reconnect, err)
+	return fmt.Errorf("pipe: not back with %s within -reconnect %v (%s): %w", p.peer, p.cfg.reconnect, p.st.progress(), err)
 }
 
 // establish gets a call with the peer, placing it (-call) or accepting it
@@ -738,7 +738,7 @@ func (p *piper) inCall(ctx context.Context, fc protocol.Event) (err error) {
 				p.log.Info("everything delivered both ways; the peer did not come back to confirm")
 				return end(nil)
 			}
-			return end(fmt.Errorf("pipe: the stream did not come back within -reconnect %v", p.cfg.reconnect))
+			return end(fmt.Errorf("pipe: the stream did not come back within -reconnect %v (%s)", p.cfg.reconnect, p.st.progress()))
 		case <-p.st.failedCh:
 			return end(p.st.Err())
 		case <-complete:
@@ -787,7 +787,7 @@ func (p *piper) callEnded(reason string) error {
 			p.log.Info("peer hung up; everything read from stdin was acknowledged", "peer", p.peer, "stdin ended", eof)
 			return nil
 		}
-		return fmt.Errorf("pipe: %s hung up with %d bytes of ours not acknowledged", p.peer, n)
+		return fmt.Errorf("pipe: %s hung up with %d bytes of ours not acknowledged (%s)", p.peer, n, p.st.progress())
 	}
 	p.log.Info("call ended", "peer", p.peer, "reason", reason)
 	if p.cfg.reconnect == 0 {

@@ -471,3 +471,38 @@ func TestPipeSurvivesServerRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestPipeGivesUpAfterReconnect: alice's network stays down; after
+// -reconnect both pipes give up with an error that says how far they got,
+// and what each wrote is a prefix of what the other read: nothing wrong,
+// nothing twice.
+func TestPipeGivesUpAfterReconnect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv := servertest.Start(t, &servertest.Options{ResumeGrace: 300 * time.Millisecond})
+	proxy := newCutProxy(t, srv.HTTP.Listener.Addr().String())
+	p := startPipes(ctx, t, srv.URL, proxy.URL(), 8<<20, 4<<20, 1<<20, "-buffer", "1048576", "-reconnect", "1s")
+	p.waitStalled(ctx, t)
+	proxy.cut() // for good
+	p.bobOut.open()
+	for range 2 {
+		select {
+		case err := <-p.errc:
+			if err == nil || !strings.Contains(err.Error(), "within -reconnect 1s") || !strings.Contains(err.Error(), "acknowledged") {
+				t.Errorf("runPipe: %v; want it to give up after -reconnect, saying how far it got", err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("pipes still running: %v\nalice:\n%s\nbob:\n%s", ctx.Err(), p.aliceLog, p.bobLog)
+		}
+	}
+	if got := p.bobOut.Bytes(); len(got) == 0 || !bytes.HasPrefix(p.up, got) {
+		t.Errorf("bob wrote %d bytes, not a prefix of alice's stream", len(got))
+	}
+	if got := p.aliceOut.Bytes(); !bytes.HasPrefix(p.down, got) {
+		t.Errorf("alice wrote %d bytes, not a prefix of bob's stream", len(got))
+	}
+	if t.Failed() || testing.Verbose() {
+		t.Logf("alice's log:\n%s\nbob's log:\n%s", p.aliceLog, p.bobLog)
+	}
+	checkPipeGoroutines(t)
+}

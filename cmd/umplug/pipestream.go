@@ -271,6 +271,22 @@ func (s *stream) unacked() (n uint64, eof bool) {
 	return s.end - s.base, s.eof
 }
 
+// progress says how far both streams got, for the error that ends a pipe.
+func (s *stream) progress() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ours := "stdin still open"
+	if s.eof {
+		ours = "stdin ended"
+	}
+	theirs := "its stream not ended"
+	if s.recvFin {
+		theirs = "its stream ended"
+	}
+	return fmt.Sprintf("%d bytes read from stdin, %d of them acknowledged, %s; %d bytes of the peer's written, %s",
+		s.end, s.base, ours, s.recv, theirs)
+}
+
 // peerActivity returns a count that changes whenever a data frame of the
 // peer arrives, and whether one is being written out now.
 func (s *stream) peerActivity() (count uint64, writing bool) {
