@@ -120,6 +120,8 @@ func TestPipeFlags(t *testing.T) {
 		{"self", []string{"-user", "a", "-call", "a"}, "yourself"},
 		{"stray arg", []string{"-user", "a", "-answer", "x"}, "unexpected argument"},
 		{"no password", []string{"-user", "a", "-answer"}, "no password"},
+		{"negative reconnect", []string{"-user", "a", "-answer", "-reconnect", "-1s"}, "-reconnect must not be negative"},
+		{"tiny buffer", []string{"-user", "a", "-answer", "-buffer", "1000"}, "-buffer must be at least"},
 		{"missing password file", []string{"-user", "a", "-answer", "-password-file", "/nonexistent/pw"}, "password file"},
 	}
 	for _, tt := range tests {
@@ -135,8 +137,69 @@ func TestPipeFlags(t *testing.T) {
 		if err := runPipe(context.Background(), []string{"-h"}, strings.NewReader(""), io.Discard, &out); err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(out.String(), "UMPLUG_PASSWORD") {
-			t.Errorf("help does not mention UMPLUG_PASSWORD:\n%s", out.String())
+		for _, want := range []string{"UMPLUG_PASSWORD", "exactly once and in order", "-reconnect"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("help does not mention %q:\n%s", want, out.String())
+			}
 		}
 	})
+}
+
+// TestPipeLingerHangsUpOnSilentPeer: alice's stream is delivered and
+// acknowledged, bob's stdin stays open and silent: after -linger alice hangs
+// up, and both exit 0 (bob's stdin had nothing unacknowledged), bob having
+// written all of alice's bytes.
+func TestPipeLingerHangsUpOnSilentPeer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := servertest.Start(t, nil)
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pwFile, []byte("sesameopen\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.Dial(ctx, s.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Register(ctx, "alice", "sesameopen"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Register(ctx, "bob", "sesameopen", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	up := make([]byte, 200<<10)
+	rand.Read(up)
+	silent, silentW := io.Pipe() // bob's stdin: open, nothing comes
+	defer silentW.Close()
+	var bobOut bytes.Buffer
+	var aliceLog, bobLog syncBuffer
+	errc := make(chan error, 2)
+	go func() {
+		errc <- runPipe(ctx, []string{"-server", s.URL, "-user", "bob", "-password-file", pwFile, "-answer", "-v"},
+			silent, &bobOut, &bobLog)
+	}()
+	go func() {
+		errc <- runPipe(ctx, []string{"-server", s.URL, "-user", "alice", "-password-file", pwFile,
+			"-peers", "bob", "-call", "bob", "-linger", "200ms", "-v"}, bytes.NewReader(up), io.Discard, &aliceLog)
+	}()
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Errorf("runPipe: %v", err)
+		}
+	}
+	silentW.Close() // bob's stdin reader may finish now
+	if !bytes.Equal(bobOut.Bytes(), up) {
+		t.Errorf("bob received %d bytes, want alice's %d", bobOut.Len(), len(up))
+	}
+	if !strings.Contains(aliceLog.String(), "the peer's is idle, hanging up") {
+		t.Errorf("alice did not hang up for -linger:\n%s", aliceLog.String())
+	}
+	if !strings.Contains(bobLog.String(), "peer hung up; everything read from stdin was acknowledged") {
+		t.Errorf("bob did not see alice hang up:\n%s", bobLog.String())
+	}
+	if t.Failed() {
+		t.Logf("alice's log:\n%s\nbob's log:\n%s", aliceLog.String(), bobLog.String())
+	}
+	checkPipeGoroutines(t)
 }
