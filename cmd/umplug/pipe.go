@@ -153,9 +153,9 @@ const (
 	mediaDialTimeout = 10 * time.Second
 	// resumeConfirm bounds the wait for the fresh force-call that follows a
 	// resume in an active call. The server sends it right after the whoami
-	// response; when none comes, the call is gone after all: device ids
-	// restart with the server, so a "resume" after a restart can be given
-	// the very id it asked for by chance.
+	// response; when none comes, the call is gone after all (a safety net:
+	// device ids carry a random tag per server run, so a restarted server
+	// never gives back the id asked for).
 	resumeConfirm = 5 * time.Second
 )
 
