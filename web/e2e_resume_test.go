@@ -9,6 +9,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/user-media-plug/umplug/internal/faultproxy"
 	"github.com/user-media-plug/umplug/internal/netns"
 	"github.com/user-media-plug/umplug/internal/servertest"
 )
@@ -56,14 +57,14 @@ func resumeScenario(t *testing.T, mode string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second)
 	defer cancel()
 	srv := servertest.Start(t, &servertest.Options{ResumeGrace: 20 * time.Second}) // the contract's default (servertest turns resume off)
-	proxy := newCutProxy(t, strings.TrimPrefix(srv.URL, "http://"))
+	proxy := faultproxy.New(t, strings.TrimPrefix(srv.URL, "http://"))
 	dir := artifactsDir(t)
 
 	alice := user{"alice", newBrowser(t, ctx, 1280, 800)}
 	bob := user{"bob", newBrowser(t, ctx, 390, 844)}
 	do(t, alice, "desktop viewport", chromedp.EmulateViewport(1280, 800))
 	do(t, bob, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
-	signUp(t, alice, proxy.URL()+"/?media="+mode)
+	signUp(t, alice, proxyURL(proxy)+"/?media="+mode)
 	signUp(t, bob, localhost(srv.URL)+"/?media="+mode)
 	addPeer(t, alice, "bob")
 	addPeer(t, bob, "alice")
@@ -158,7 +159,7 @@ func resumeScenario(t *testing.T, mode string) {
 	// The network dies under the page: every socket is reset and new ones
 	// are refused, with no word from the browser.
 	t.Run("cut-5s", func(t *testing.T) {
-		drop5s(t, proxy.cut, proxy.restore)
+		drop5s(t, proxy.Cut, proxy.Restore)
 	})
 
 	t.Run("hangup", func(t *testing.T) {

@@ -3,12 +3,9 @@ package web_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http/httptest"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 
+	"github.com/user-media-plug/umplug/internal/faultproxy"
 	"github.com/user-media-plug/umplug/internal/media"
 	"github.com/user-media-plug/umplug/internal/meta"
 	"github.com/user-media-plug/umplug/internal/password"
@@ -297,152 +295,9 @@ func TestE2ESessions(t *testing.T) {
 	})
 }
 
-// cutProxy forwards TCP connections to target until cut: then it closes
-// every connection (the browser sees its sockets die without a WebSocket
-// close, as in a network drop) and refuses new ones until restored.
-// DevTools' offline emulation is not used: it does not end WebSockets that
-// are already open.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
-
-	mu     sync.Mutex // guards the following
-	conns  map[net.Conn]struct{}
-	frozen map[net.Conn]*atomic.Bool // per accepted connection: its bytes are dropped
-	down   bool
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("proxy listen: %v", err)
-	}
-	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, frozen: map[net.Conn]*atomic.Bool{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-// URL is the page URL through the proxy.
-func (p *cutProxy) URL() string {
-	a := p.ln.Addr().String()
-	return "http://localhost:" + a[strings.LastIndex(a, ":")+1:]
-}
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		down := p.down
-		if !down {
-			p.conns[c] = struct{}{}
-		}
-		p.mu.Unlock()
-		if down {
-			c.Close()
-			continue
-		}
-		p.wg.Add(1)
-		go p.serve(c)
-	}
-}
-
-func (p *cutProxy) serve(c net.Conn) {
-	defer p.wg.Done()
-	frozen := new(atomic.Bool)
-	p.mu.Lock()
-	p.frozen[c] = frozen
-	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		delete(p.conns, c)
-		delete(p.frozen, c)
-		p.mu.Unlock()
-		c.Close()
-	}()
-	up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-	if err != nil {
-		return
-	}
-	p.mu.Lock()
-	if p.down {
-		p.mu.Unlock()
-		up.Close()
-		return
-	}
-	p.conns[up] = struct{}{}
-	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		delete(p.conns, up)
-		p.mu.Unlock()
-		up.Close()
-	}()
-	done := make(chan struct{}, 2)
-	go func() { copyUnlessFrozen(up, c, frozen); done <- struct{}{} }()
-	go func() { copyUnlessFrozen(c, up, frozen); done <- struct{}{} }()
-	<-done
-	c.Close()
-	up.Close()
-	<-done
-}
-
-// copyUnlessFrozen copies src to dst, dropping what it reads once frozen.
-func copyUnlessFrozen(dst io.Writer, src io.Reader, frozen *atomic.Bool) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !frozen.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// freeze makes every open connection a black hole (nothing passes, nothing
-// closes: a network that went away under open sockets); new connections
-// work.
-func (p *cutProxy) freeze() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, f := range p.frozen {
-		f.Store(true)
-	}
-}
-
-// cut drops every connection (an RST, no close frame) and refuses new ones.
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for c := range p.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetLinger(0) // RST: as abrupt as a dead link gets on loopback
-		}
-		c.Close()
-	}
-}
-
-// restore accepts connections again.
-func (p *cutProxy) restore() {
-	p.mu.Lock()
-	p.down = false
-	p.mu.Unlock()
-}
+// proxyURL is the page URL through p: localhost, a secure context for the
+// camera.
+func proxyURL(p *faultproxy.Proxy) string { return fmt.Sprintf("http://localhost:%d", p.Port()) }
 
 // setOnline switches the browser's navigator.onLine (and fires its
 // offline / online events) through DevTools. It does not touch sockets:
@@ -467,12 +322,12 @@ func TestE2EDeadSocket(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	srv := servertest.Start(t, nil)
-	proxy := newCutProxy(t, strings.TrimPrefix(srv.URL, "http://"))
+	proxy := faultproxy.New(t, strings.TrimPrefix(srv.URL, "http://"))
 	alice := user{"alice", newBrowser(t, ctx, 1280, 800)}
-	signUp(t, alice, proxy.URL()+"/?media=relay")
+	signUp(t, alice, proxyURL(proxy)+"/?media=relay")
 	do(t, alice, "mark the client", chromedp.Evaluate[chromedp.Void](`window.__client = umplugApp.client`))
 	setOnline(t, alice, false)
-	proxy.freeze()
+	proxy.Freeze()
 	setOnline(t, alice, true)
 	within(t, alice, 20*time.Second, "new connection", func(ctx context.Context) error {
 		return waitJS(ctx, "a new identified client", `umplugApp.client !== window.__client && !!umplugApp.client && !umplugApp.client.closed && umplugApp.client.user === 'alice'`)

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -16,144 +14,9 @@ import (
 	"time"
 
 	"github.com/user-media-plug/umplug/client"
+	"github.com/user-media-plug/umplug/internal/faultproxy"
 	"github.com/user-media-plug/umplug/internal/servertest"
 )
-
-// cutProxy forwards TCP connections to target until cut: then it resets
-// every connection (no WebSocket close: a network drop) and refuses new
-// ones until restored; cutMedia resets the /media connections only. (The
-// same idea as web's e2e proxy, kept local: test helpers do not cross
-// packages.)
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
-
-	mu    sync.Mutex        // guards the following
-	conns map[net.Conn]bool // open connections, both legs: true for /media
-	down  bool
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("proxy listen: %v", err)
-	}
-	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-// URL is the server's base URL through the proxy.
-func (p *cutProxy) URL() string { return "http://" + p.ln.Addr().String() }
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !p.track(c, false) {
-			c.Close()
-			continue
-		}
-		p.wg.Add(1)
-		go p.serve(c)
-	}
-}
-
-// track registers c unless the proxy is down.
-func (p *cutProxy) track(c net.Conn, media bool) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.down {
-		return false
-	}
-	p.conns[c] = media
-	return true
-}
-
-func (p *cutProxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-	c.Close()
-}
-
-func (p *cutProxy) serve(c net.Conn) {
-	defer p.wg.Done()
-	defer p.untrack(c)
-	// The request line tells /media from /meta.
-	first := make([]byte, 4<<10)
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, err := c.Read(first)
-	if err != nil {
-		return
-	}
-	_ = c.SetReadDeadline(time.Time{})
-	media := bytes.HasPrefix(first[:n], []byte("GET /media"))
-	up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-	if err != nil {
-		return
-	}
-	if !p.track(up, media) || !p.track(c, media) {
-		up.Close()
-		return
-	}
-	defer p.untrack(up)
-	if _, err := up.Write(first[:n]); err != nil {
-		return
-	}
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(up, c); done <- struct{}{} }()
-	go func() { io.Copy(c, up); done <- struct{}{} }()
-	<-done
-	c.Close()
-	up.Close()
-	<-done
-}
-
-// cut resets every connection and refuses new ones until restore.
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for c := range p.conns {
-		rst(c)
-	}
-}
-
-// cutMedia resets the /media connections (both legs); the rest stay.
-func (p *cutProxy) cutMedia() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c, media := range p.conns {
-		if media {
-			rst(c)
-		}
-	}
-}
-
-func rst(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0) // RST: as abrupt as a dead link gets on loopback
-	}
-	c.Close()
-}
-
-func (p *cutProxy) restore() {
-	p.mu.Lock()
-	p.down = false
-	p.mu.Unlock()
-}
 
 // watchedLog is a pipe's log that a test can wait on.
 type watchedLog struct {
@@ -389,14 +252,14 @@ func TestPipeResumesAfterDrop(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			srv := servertest.Start(t, &servertest.Options{ResumeGrace: tt.grace})
-			proxy := newCutProxy(t, srv.HTTP.Listener.Addr().String())
+			proxy := faultproxy.New(t, srv.HTTP.Listener.Addr().String())
 			p := startPipes(ctx, t, srv.URL, proxy.URL(), 8<<20, 4<<20, 1<<20, "-buffer", "1048576")
 			p.waitStalled(ctx, t)
 
 			if tt.mediaOnly {
 				// The server keeps the call and gives alice a fresh ticket
 				// on her /meta at once.
-				proxy.cutMedia()
+				proxy.CutMedia()
 				p.aliceLog.waitFor(ctx, t, `msg="fresh force-call: new media connection"`)
 				p.finish(ctx, t)
 				if strings.Contains(p.aliceLog.String(), "msg=reconnected") {
@@ -407,9 +270,9 @@ func TestPipeResumesAfterDrop(t *testing.T) {
 				}
 				return
 			}
-			proxy.cut()
+			proxy.Cut()
 			p.bobLog.waitFor(ctx, t, tt.awayTill)
-			proxy.restore()
+			proxy.Restore()
 			p.aliceLog.waitFor(ctx, t, "msg=reconnected")
 			p.finish(ctx, t)
 
@@ -480,10 +343,10 @@ func TestPipeGivesUpAfterReconnect(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	srv := servertest.Start(t, &servertest.Options{ResumeGrace: 300 * time.Millisecond})
-	proxy := newCutProxy(t, srv.HTTP.Listener.Addr().String())
+	proxy := faultproxy.New(t, srv.HTTP.Listener.Addr().String())
 	p := startPipes(ctx, t, srv.URL, proxy.URL(), 8<<20, 4<<20, 1<<20, "-buffer", "1048576", "-reconnect", "1s")
 	p.waitStalled(ctx, t)
-	proxy.cut() // for good
+	proxy.Cut() // for good
 	p.bobOut.open()
 	for range 2 {
 		select {
