@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -128,18 +126,9 @@ type pipePair struct {
 // blocks after bobGate bytes until finish.
 func startPipes(ctx context.Context, t *testing.T, url, aliceURL string, upBytes, downBytes, bobGate int, extra ...string) *pipePair {
 	t.Helper()
-	pwFile := filepath.Join(t.TempDir(), "pw")
-	if err := os.WriteFile(pwFile, []byte("sesameopen\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	pwFile := pipeAccounts(ctx, t, url)
 	c, err := client.Dial(ctx, url, nil)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Register(ctx, "alice", "sesameopen"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Register(ctx, "bob", "sesameopen", "alice"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Login(ctx, "alice", "sesameopen"); err != nil {

@@ -50,23 +50,7 @@ func TestPipe(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			s := servertest.Start(t, nil)
-			dir := t.TempDir()
-			pwFile := filepath.Join(dir, "pw")
-			if err := os.WriteFile(pwFile, []byte("sesameopen\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			// bob's account exists with alice as a peer; alice's is made by pipe.
-			c, err := client.Dial(ctx, s.URL, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if err := c.Register(ctx, "alice", "sesameopen"); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.Register(ctx, "bob", "sesameopen", "alice"); err != nil {
-				t.Fatal(err)
-			}
+			pwFile := pipeAccounts(ctx, t, s.URL)
 
 			up, down := make([]byte, tt.callerBytes), make([]byte, tt.answererBytes)
 			rand.Read(up)
@@ -153,21 +137,7 @@ func TestPipeLingerHangsUpOnSilentPeer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s := servertest.Start(t, nil)
-	pwFile := filepath.Join(t.TempDir(), "pw")
-	if err := os.WriteFile(pwFile, []byte("sesameopen\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.Dial(ctx, s.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Register(ctx, "alice", "sesameopen"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Register(ctx, "bob", "sesameopen", "alice"); err != nil {
-		t.Fatal(err)
-	}
+	pwFile := pipeAccounts(ctx, t, s.URL)
 	up := make([]byte, 200<<10)
 	rand.Read(up)
 	silent, silentW := io.Pipe() // bob's stdin: open, nothing comes
@@ -202,4 +172,26 @@ func TestPipeLingerHangsUpOnSilentPeer(t *testing.T) {
 		t.Logf("alice's log:\n%s\nbob's log:\n%s", aliceLog.String(), bobLog.String())
 	}
 	checkPipeGoroutines(t)
+}
+
+// pipeAccounts registers alice and bob (bob with alice as a peer; alice's
+// pipe adds bob) on the server at url and returns a password file for both.
+func pipeAccounts(ctx context.Context, t *testing.T, url string) (pwFile string) {
+	t.Helper()
+	pwFile = filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pwFile, []byte("sesameopen\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Register(ctx, "alice", "sesameopen"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Register(ctx, "bob", "sesameopen", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	return pwFile
 }

@@ -177,17 +177,7 @@ func TestResumeRelayMediaOnlyDrop(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := servertest.Start(t, &servertest.Options{ResumeGrace: time.Minute})
-			mutualBye(t, s, "alice", "bob")
-			a, b := login(t, s, "alice"), login(t, s, "bob")
-			a.expect("status", "bob", "", "")
-			a.ok(map[string]any{"type": "call", "user": "alice", "peer": "bob"})
-			ring := b.event()
-			b.ok(map[string]any{"type": "accept", "user": "bob", "peer": "alice", "tx": ring.Tx})
-			a.expect("accept", "bob", "alice", "")
-			fcA, fcB := a.event(), b.event()
-			ma, mb := mediaConn(t, s, fcA.Ticket), mediaConn(t, s, fcB.Ticket)
-			wantPaired(t, ma, "bob")
-			wantPaired(t, mb, "alice")
+			a, b, fcA, ma, mb := relayCall(t, s)
 			flows(t, ma, mb, "a1")
 
 			tc.end(ma)
@@ -209,6 +199,24 @@ func TestResumeRelayMediaOnlyDrop(t *testing.T) {
 	}
 }
 
+// relayCall makes alice and bob mutual peers and puts them in a call with
+// relay media, both paired; fcA is alice's force-call.
+func relayCall(t *testing.T, s *servertest.Server) (a, b *wsc, fcA frame, ma, mb *websocket.Conn) {
+	t.Helper()
+	mutualBye(t, s, "alice", "bob")
+	a, b = login(t, s, "alice"), login(t, s, "bob")
+	a.expect("status", "bob", "", "")
+	a.ok(map[string]any{"type": "call", "user": "alice", "peer": "bob"})
+	ring := b.event()
+	b.ok(map[string]any{"type": "accept", "user": "bob", "peer": "alice", "tx": ring.Tx})
+	a.expect("accept", "bob", "alice", "")
+	fcA, fcB := a.event(), b.event()
+	ma, mb = mediaConn(t, s, fcA.Ticket), mediaConn(t, s, fcB.Ticket)
+	wantPaired(t, ma, "bob")
+	wantPaired(t, mb, "alice")
+	return a, b, fcA, ma, mb
+}
+
 // closeWith returns a func that sends a close frame with code and closes
 // the socket without waiting for the reply.
 func closeWith(code int) func(c *websocket.Conn) {
@@ -222,17 +230,7 @@ func closeWith(code int) func(c *websocket.Conn) {
 // window bob's call ends as disconnected and his media is closed.
 func TestResumeRelayGraceOver(t *testing.T) {
 	s := servertest.Start(t, &servertest.Options{ResumeGrace: 300 * time.Millisecond})
-	mutualBye(t, s, "alice", "bob")
-	a, b := login(t, s, "alice"), login(t, s, "bob")
-	a.expect("status", "bob", "", "")
-	a.ok(map[string]any{"type": "call", "user": "alice", "peer": "bob"})
-	ring := b.event()
-	b.ok(map[string]any{"type": "accept", "user": "bob", "peer": "alice", "tx": ring.Tx})
-	a.expect("accept", "bob", "alice", "")
-	fcA, fcB := a.event(), b.event()
-	ma, mb := mediaConn(t, s, fcA.Ticket), mediaConn(t, s, fcB.Ticket)
-	wantPaired(t, ma, "bob")
-	wantPaired(t, mb, "alice")
+	a, b, _, ma, mb := relayCall(t, s)
 
 	a.c.NetConn().Close()
 	ma.NetConn().Close()
