@@ -3,6 +3,7 @@ package media
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,12 +23,15 @@ import (
 // wall time in between (at the codec's clock rate), as if one sender had
 // paused. Packets of a sender that was replaced are not sent (they are
 // late: the receiver has moved on).
+//
+// Senders are told apart by a generation number (newer senders have larger
+// ones, see senderGen), not by pointer, so that the rewriter of a long call
+// holds nothing of the senders it has seen: a device may resume many times.
 type seqRewriter struct {
 	clockRate uint32 // ticks per second of the copy's codec
 
 	mu      sync.Mutex // guards the following
-	cur     any        // the sender being forwarded (a *source); nil before the first packet
-	old     map[any]struct{}
+	cur     uint64     // generation of the sender being forwarded; 0 before the first packet
 	seqOff  uint16
 	tsOff   uint32
 	lastSeq uint16 // highest sequence number sent (RFC 3550 serial order)
@@ -36,13 +40,16 @@ type seqRewriter struct {
 }
 
 func newSeqRewriter(clockRate uint32) *seqRewriter {
-	return &seqRewriter{clockRate: clockRate, old: map[any]struct{}{}}
+	return &seqRewriter{clockRate: clockRate}
 }
 
-// rewrite rewrites pkt's header in place for the copy, pkt being from
-// sender from and read at now; it reports false when pkt must not be sent
-// (too short to be RTP, or from a replaced sender).
-func (w *seqRewriter) rewrite(from any, pkt []byte, now time.Time) bool {
+// senderGen numbers senders (sources) in the order they are created.
+var senderGen atomic.Uint64
+
+// rewrite rewrites pkt's header in place for the copy, pkt being from the
+// sender of generation gen (> 0) and read at now; it reports false when
+// pkt must not be sent (too short to be RTP, or from a replaced sender).
+func (w *seqRewriter) rewrite(gen uint64, pkt []byte, now time.Time) bool {
 	if len(pkt) < 12 {
 		return false
 	}
@@ -50,12 +57,11 @@ func (w *seqRewriter) rewrite(from any, pkt []byte, now time.Time) bool {
 	ts := binary.BigEndian.Uint32(pkt[4:8])
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if from != w.cur {
-		if _, replaced := w.old[from]; replaced {
-			return false
+	if gen != w.cur {
+		if gen < w.cur {
+			return false // replaced
 		}
-		if w.cur != nil {
-			w.old[w.cur] = struct{}{}
+		if w.cur != 0 {
 			gap := now.Sub(w.lastAt)
 			ticks := uint32(1)
 			if gap > 0 {
@@ -66,7 +72,7 @@ func (w *seqRewriter) rewrite(from any, pkt []byte, now time.Time) bool {
 			w.seqOff = w.lastSeq + 1 - seq
 			w.tsOff = w.lastTS + ticks - ts
 		}
-		w.cur = from
+		w.cur = gen
 		w.lastSeq = seq + w.seqOff - 1 // so the first packet counts as the newest
 	}
 	seq += w.seqOff

@@ -60,7 +60,7 @@ func TestSeqRewriter(t *testing.T) {
 				if tc.name == "too short to be RTP" {
 					pkt = pkt[:11]
 				}
-				ok := w.rewrite(p.from, pkt, now)
+				ok := w.rewrite(uint64(p.from[0]-'a'+1), pkt, now) // a, b, c: senders 1, 2, 3
 				want := tc.want[i]
 				if ok != want.ok {
 					t.Fatalf("packet %d: ok %v, want %v", i, ok, want.ok)
@@ -83,6 +83,6 @@ func BenchmarkSeqRewriter(b *testing.B) {
 	now := time.Now()
 	for i := 0; b.Loop(); i++ {
 		binary.BigEndian.PutUint16(pkt[2:4], uint16(i))
-		w.rewrite("a", pkt, now)
+		w.rewrite(1, pkt, now)
 	}
 }

@@ -266,6 +266,7 @@ type source struct {
 	remote *webrtc.TrackRemote
 	local  *webrtc.TrackLocalStaticRTP
 	rw     *seqRewriter // the copy's numbering, shared like local (rtpseq.go)
+	gen    uint64       // this sender's generation for rw
 }
 
 // rtcPeer is one device's PeerConnection with the server and its
@@ -664,7 +665,7 @@ func (p *rtcPeer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 		return
 	}
 	p.log.Debug("media: track arrived", "kind", remote.Kind().String(), "codec", remote.Codec().MimeType)
-	src := &source{from: p, remote: remote, local: local, rw: newSeqRewriter(remote.Codec().ClockRate)}
+	src := &source{from: p, remote: remote, local: local, rw: newSeqRewriter(remote.Codec().ClockRate), gen: senderGen.Add(1)}
 	cl := p.sd.call
 	rc := &cl.rtc
 	rc.mu.Lock()
@@ -714,7 +715,7 @@ func (s *Server) forward(rc *rtcCall, src *source) {
 		if err != nil {
 			return
 		}
-		if !src.rw.rewrite(src, buf[:n], s.clock.Now()) {
+		if !src.rw.rewrite(src.gen, buf[:n], s.clock.Now()) {
 			continue
 		}
 		// Counted under the lock too: once Unpair returned, the count is
