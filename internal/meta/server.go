@@ -251,6 +251,7 @@ type Server struct {
 	bg        *bgWriter // missed calls and session upkeep, off the request path
 	devSeq    atomic.Uint64
 	callSeq   atomic.Uint64
+	epoch     time.Time // the clock's time at New: sessions keep offsets from it
 
 	mu       sync.Mutex // guards the following (see the invariants above)
 	users    map[string]*userState
@@ -259,6 +260,11 @@ type Server struct {
 	devs     map[string]*Session // by device id: identified devices, live or in grace
 	perAddr  map[string]int
 	shutdown bool
+	// open counts the sessions Open returned whose Close has not finished
+	// (one counter instead of a done channel per session); allClosed,
+	// made by Shutdown, is closed when it reaches 0.
+	open      int
+	allClosed chan struct{}
 }
 
 // testHooks let in-package tests force interleavings; nil in production.
@@ -291,6 +297,7 @@ func New(cfg Config) (*Server, error) {
 		auth:      newAuthState(&cfg),
 		regLim:    newWindowLimiter(cfg.Clock, cfg.AuthWindow),
 		userLocks: keylock.New(),
+		epoch:     cfg.Clock.Now(),
 		users:     make(map[string]*userState),
 		calls:     make(map[string]*call),
 		conns:     make(map[*Session]struct{}),
@@ -335,6 +342,7 @@ func (s *Server) Open(c Conn, remoteAddr string) (*Session, error) {
 	sess.identTimer = s.cfg.Clock.AfterFunc(s.cfg.IdentifyTimeout, sess.identDeadline)
 	s.conns[sess] = struct{}{}
 	s.perAddr[remoteAddr]++
+	s.open++
 	s.m.conns.Inc()
 	return sess, nil
 }
@@ -360,6 +368,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for sess := range s.conns {
 		sessions = append(sessions, sess)
 	}
+	if s.allClosed == nil {
+		s.allClosed = make(chan struct{})
+		if s.open == 0 {
+			close(s.allClosed)
+		}
+	}
+	allClosed := s.allClosed
 	s.mu.Unlock()
 	// Calls that were ringing are missed calls now: write them (and any
 	// other pending upkeep) before the caller closes the store, and let
@@ -370,17 +385,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, sess := range sessions {
 		sess.closeAfterFlush(protocol.CloseGoingAway, "server shutdown")
 	}
-	for _, sess := range sessions {
-		select {
-		case <-sess.done:
-		case <-ctx.Done():
-			for _, sess := range sessions {
-				sess.conn.Close(protocol.CloseGoingAway, "server shutdown")
-			}
-			return fmt.Errorf("meta: shutdown: %w", ctx.Err())
+	select {
+	case <-allClosed:
+		return nil
+	case <-ctx.Done():
+		for _, sess := range sessions {
+			sess.conn.Close(protocol.CloseGoingAway, "server shutdown")
 		}
+		return fmt.Errorf("meta: shutdown: %w", ctx.Err())
 	}
-	return nil
 }
 
 // Stats is a snapshot of the server's dynamic state, for tests and the load

@@ -170,21 +170,27 @@ const (
 // Conn is one WebSocket connection. WriteText, WriteTexts and Close make it
 // a meta.Conn.
 type Conn struct {
+	// Field order keeps the struct small (fewer padding bytes): it is held
+	// for every connection.
 	l   *Loop
 	nc  net.Conn
 	rc  syscall.RawConn // non-blocking reads and writes; nil: goroutine mode
 	fd  int32           // -1: goroutine mode
 	gen uint32          // tells this connection from a later one with the same fd
 
+	state atomic.Uint32
+	// peerClose is the code of the close frame the client sent to start
+	// the closing handshake (1000 for one without a code), 0 if it did not
+	// (meta's resume tells a goodbye from a drop with it).
+	peerClose atomic.Int32
+	lastByte  atomic.Int64 // now() of the last byte received
+	queued    atomic.Int64 // bytes queued for the writer goroutine
+
 	rmu     sync.Mutex // guards the following; held while input is processed (and Handle runs)
 	hclosed bool       // Handler.Close has been called
 	h       Handler
-	pending []byte     // bytes that arrived with the handshake
+	pending *[]byte    // bytes that arrived with the handshake; nil once Start took them
 	rs      *readState // parser state; nil at a frame boundary (idle)
-
-	state    atomic.Uint32
-	lastByte atomic.Int64 // now() of the last byte received
-	queued   atomic.Int64 // bytes queued for the writer goroutine
 
 	mu           sync.Mutex // guards the following (and state changes)
 	registered   bool       // the fd is in the poller
@@ -195,14 +201,9 @@ type Conn struct {
 	partialSince int64 // 0: no unfinished frame or message
 
 	wmu        sync.Mutex // guards the following and orders writes
-	wq         [][]byte   // bytes the socket did not take yet
 	writing    bool       // a writer goroutine runs
 	closeAfter bool       // the writer closes the socket when the queue is empty
-
-	// peerClose is the code of the close frame the client sent to start
-	// the closing handshake (1000 for one without a code), 0 if it did not
-	// (meta's resume tells a goodbye from a drop with it).
-	peerClose atomic.Int32
+	wq         [][]byte   // bytes the socket did not take yet
 }
 
 // PeerCloseCode returns the code of the close frame with which the client
@@ -229,7 +230,8 @@ func (l *Loop) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
 	if n := rw.Reader.Buffered(); n > 0 {
 		// The client did not wait for the handshake response.
 		b, _ := rw.Reader.Peek(n)
-		c.pending = append([]byte(nil), b...)
+		p := append([]byte(nil), b...)
+		c.pending = &p
 	}
 	if l.p != nil {
 		if sc, ok := nc.(syscall.Conn); ok {
@@ -261,9 +263,11 @@ func (c *Conn) NetConn() net.Conn { return c.nc }
 func (c *Conn) Start(h Handler) {
 	c.rmu.Lock()
 	c.h = h
-	b := c.pending
-	c.pending = nil
-	c.process(b)
+	if c.pending != nil {
+		b := *c.pending
+		c.pending = nil
+		c.process(b)
+	}
 	c.rmu.Unlock()
 	if c.state.Load() == stateEnded {
 		c.finish()
