@@ -10,8 +10,9 @@
 // (frames.go: a header of at most 14 bytes is held, payload bytes are
 // unmasked into the message being assembled as they arrive), calls the
 // handler for each complete message, and re-arms the fd. An idle
-// connection therefore costs its socket, a small struct and a timer; a
-// connection that sent one byte of a frame costs that byte.
+// connection therefore costs its socket, a small struct and a slot in the
+// process's deadline heap (timers.go); a connection that sent one byte of a
+// frame costs that byte.
 //
 // What the transport enforces (RFC 6455 and the contract):
 //   - refusals as soon as a header is complete, with a close frame: 1002
@@ -21,8 +22,8 @@
 //     for text (or a close reason) that is not UTF-8;
 //   - liveness from the last byte received (ping every PingInterval, dead
 //     after IdleTimeout of silence) and a deadline for completing a frame
-//     or a fragmented message (FrameTimeout, close 1008), on one runtime
-//     timer per connection;
+//     or a fragmented message (FrameTimeout, close 1008), on one deadline
+//     per connection in a heap shared by the process (one runtime timer);
 //   - the close handshake with a grace period;
 //   - writes that never block: a non-blocking write of what the socket
 //     takes, the rest queued for a writer goroutine that exists only while
@@ -188,14 +189,14 @@ type Conn struct {
 
 	rmu     sync.Mutex // guards the following; held while input is processed (and Handle runs)
 	hclosed bool       // Handler.Close has been called
+	hidx    int32      // deadlines.mu: 1 + index in the deadline heap; 0: not in it
 	h       Handler
 	pending *[]byte    // bytes that arrived with the handshake; nil once Start took them
 	rs      *readState // parser state; nil at a frame boundary (idle)
 
 	mu           sync.Mutex // guards the following (and state changes)
 	registered   bool       // the fd is in the poller
-	timer        *time.Timer
-	due          int64 // when timer fires
+	due          int64      // when tick is due: written holding mu and deadlines.mu, read holding either
 	nextPing     int64
 	closeBy      int64
 	partialSince int64 // 0: no unfinished frame or message
@@ -247,8 +248,7 @@ func (l *Loop) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
 	first := min(cfg.PingInterval, cfg.IdleTimeout)
 	c.mu.Lock()
 	c.nextPing = t + int64(cfg.PingInterval)
-	c.due = t + int64(first)
-	c.timer = time.AfterFunc(first, c.tick)
+	deadlines.set(c, t+int64(first))
 	c.mu.Unlock()
 	return c, nil
 }
@@ -588,8 +588,9 @@ func (c *Conn) setPartial(p bool) {
 	}
 }
 
-// tick runs the connection's timer: pings, the idle timeout, the frame
-// deadline and the close grace.
+// tick runs when the connection's deadline is due (timers.go): pings, the
+// idle timeout, the frame deadline and the close grace. It may run early;
+// it acts only on what is due.
 func (c *Conn) tick() {
 	t := now()
 	c.mu.Lock()
@@ -639,10 +640,9 @@ func (c *Conn) tick() {
 	}
 }
 
-// resetLocked sets the timer to fire at `at`; the caller holds mu.
+// resetLocked makes tick due at `at` (t is now); the caller holds mu.
 func (c *Conn) resetLocked(t, at int64) {
-	c.due = at
-	c.timer.Reset(time.Duration(max(at-t, 0)))
+	deadlines.set(c, at)
 }
 
 // abort ends the connection from the timer's goroutine, soon: for failures
@@ -679,7 +679,7 @@ func (c *Conn) endWith(now bool) {
 		return
 	}
 	c.state.Store(stateEnded)
-	c.timer.Stop()
+	deadlines.remove(c)
 	if c.registered {
 		c.l.p.remove(c) // before the fd is closed and maybe reused
 		c.registered = false
