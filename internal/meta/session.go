@@ -40,10 +40,11 @@ type Session struct {
 	device string
 
 	// The session (its hash, compacted: compactHash) this connection was
-	// identified with or given, and when its last use was stored. Written under s.mu by this
-	// session's handlers; read under s.mu, or by those handlers.
+	// identified with or given, and when its last use was stored. Written
+	// under s.mu by this session's handlers; read under s.mu, or by those
+	// handlers.
 	sessHash string
-	sessUsed time.Time
+	sessUsed int64 // clock time, UnixNano (8 bytes instead of 24)
 
 	// Guarded by s.mu (and the bools below marked so).
 	identTimer clock.Timer // the identification deadline; nil once identified or gone
@@ -72,23 +73,26 @@ type Session struct {
 	tokens float64
 	last   time.Duration
 
-	imu     sync.Mutex // guards the following (the inbound side)
-	working bool       // a worker goroutine is draining inbox
-	inDone  bool       // Close has run: drop inbound messages
-	inbox   []inbound  // messages waiting for the worker, in order
-	inBytes int        // frame bytes held in inbox
+	// The inbound side (guarded by imu) and the outbound side (guarded by
+	// qmu); their flags share one word.
+	imu       sync.Mutex
+	qmu       sync.Mutex
+	working   bool // imu: a worker goroutine is draining inbox
+	inDone    bool // imu: Close has run: drop inbound messages
+	writing   bool // qmu: a writer goroutine is draining queue
+	closing   bool // qmu: no more frames are accepted
+	closed    bool // qmu
+	buffering bool // qmu: in grace: events go to graceBuf
 
-	qmu       sync.Mutex // guards the following (the outbound side)
-	writing   bool       // a writer goroutine is draining queue
-	closing   bool       // no more frames are accepted
-	closed    bool
-	buffering bool      // in grace: events go to graceBuf
-	queue     [][]byte  // frames waiting to be written
-	queued    int       // bytes in queue
-	closeAt   *closeReq // close once the queue is drained
-	// While the device is in grace (dropped, waiting for a resume), the
-	// events sent to it are kept here, up to maxGraceBuf, and replayed to
-	// the connection that resumes it.
+	inbox   []inbound // imu: messages waiting for the worker, in order
+	inBytes int       // imu: frame bytes held in inbox
+
+	queue   [][]byte  // qmu: frames waiting to be written
+	queued  int       // qmu: bytes in queue
+	closeAt *closeReq // qmu: close once the queue is drained
+	// qmu: while the device is in grace (dropped, waiting for a resume),
+	// the events sent to it are kept here, up to maxGraceBuf, and replayed
+	// to the connection that resumes it.
 	graceBuf [][]byte
 }
 

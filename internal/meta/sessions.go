@@ -257,7 +257,7 @@ func (s *Server) changePassword(ctx context.Context, user, hash string, keep *Se
 	}
 	s.log.Info("password changed", "user", user, "sessions_revoked", revoked, "connections_closed", closed)
 	if keep != nil {
-		keep.sessHash, keep.sessUsed = compactHash(sessHash), s.cfg.Clock.Now()
+		keep.sessHash, keep.sessUsed = compactHash(sessHash), s.cfg.Clock.Now().UnixNano()
 		keep.reply(req, protocol.Response{OK: true, Session: secret})
 	}
 	return revoked, closed, nil
@@ -291,7 +291,7 @@ func (x *Session) handleLogout(req *protocol.Request) {
 // once per touchEvery. The caller holds s.mu.
 func (x *Session) touchOnCloseLocked() {
 	now := x.s.cfg.Clock.Now()
-	if x.sessHash != "" && now.Sub(x.sessUsed) >= touchEvery {
+	if x.sessHash != "" && now.Sub(time.Unix(0, x.sessUsed)) >= touchEvery {
 		x.s.bg.touchSession(expandHash(x.sessHash), now)
 	}
 }
