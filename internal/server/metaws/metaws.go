@@ -187,15 +187,16 @@ type Conn struct {
 	lastByte  atomic.Int64 // now() of the last byte received
 	queued    atomic.Int64 // bytes queued for the writer goroutine
 
-	rmu     sync.Mutex // guards the following; held while input is processed (and Handle runs)
-	hclosed bool       // Handler.Close has been called
-	hidx    int32      // deadlines.mu: 1 + index in the deadline heap; 0: not in it
-	h       Handler
-	pending *[]byte    // bytes that arrived with the handshake; nil once Start took them
-	rs      *readState // parser state; nil at a frame boundary (idle)
+	rmu        sync.Mutex // guards the following; held while input is processed (and Handle runs)
+	hclosed    bool       // Handler.Close has been called
+	registered bool       // mu: the fd is in the poller
+	hidx       int32      // deadlines.mu: 1 + index in the deadline heap; 0: not in it
+	h          Handler
+	// rs is the parser state (and the bytes that arrived with the
+	// handshake, until Start); nil at a frame boundary (idle).
+	rs *readState
 
-	mu           sync.Mutex // guards the following (and state changes)
-	registered   bool       // the fd is in the poller
+	mu           sync.Mutex // guards the following, registered above, and state changes
 	due          int64      // when tick is due: written holding mu and deadlines.mu, read holding either
 	nextPing     int64
 	closeBy      int64
@@ -231,8 +232,10 @@ func (l *Loop) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
 	if n := rw.Reader.Buffered(); n > 0 {
 		// The client did not wait for the handshake response.
 		b, _ := rw.Reader.Peek(n)
-		p := append([]byte(nil), b...)
-		c.pending = &p
+		rs := readStates.Get().(*readState)
+		rs.tr.max = l.cfg.MaxMessageBytes
+		rs.pending = append([]byte(nil), b...)
+		c.rs = rs
 	}
 	if l.p != nil {
 		if sc, ok := nc.(syscall.Conn); ok {
@@ -263,9 +266,9 @@ func (c *Conn) NetConn() net.Conn { return c.nc }
 func (c *Conn) Start(h Handler) {
 	c.rmu.Lock()
 	c.h = h
-	if c.pending != nil {
-		b := *c.pending
-		c.pending = nil
+	if rs := c.rs; rs != nil && rs.pending != nil {
+		b := rs.pending
+		rs.pending = nil
 		c.process(b)
 	}
 	c.rmu.Unlock()
@@ -418,11 +421,13 @@ func (c *Conn) input(b []byte) {
 }
 
 // readState is a connection's parser state, held only while a frame or
-// message is unfinished: an idle connection does not carry it.
+// message is unfinished (or, from Upgrade to Start, while bytes that
+// arrived with the handshake wait): an idle connection does not carry it.
 type readState struct {
-	tr  tracker
-	msg []byte // the text message being assembled (unmasked); nil between messages
-	ctl []byte // the control frame being assembled; nil between frames
+	tr      tracker
+	msg     []byte // the text message being assembled (unmasked); nil between messages
+	ctl     []byte // the control frame being assembled; nil between frames
+	pending []byte // bytes that arrived with the handshake; nil once Start took them
 }
 
 var readStates = sync.Pool{New: func() any { return new(readState) }}
@@ -562,7 +567,7 @@ func (c *Conn) finish() {
 	if call {
 		c.hclosed = true
 	}
-	c.pending, c.rs = nil, nil
+	c.rs = nil
 	c.rmu.Unlock()
 	if call {
 		h.Close()
