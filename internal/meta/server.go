@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -258,13 +259,20 @@ type Server struct {
 	calls    map[string]*call // by call id
 	conns    map[*Session]struct{}
 	devs     map[string]*Session // by device id: identified devices, live or in grace
-	perAddr  map[string]int
+	perAddr  map[string]addrCount
 	shutdown bool
 	// open counts the sessions Open returned whose Close has not finished
 	// (one counter instead of a done channel per session); allClosed,
 	// made by Shutdown, is closed when it reaches 0.
 	open      int
 	allClosed chan struct{}
+}
+
+// addrCount counts the open connections from one address; its name is the
+// address string every one of their Sessions shares.
+type addrCount struct {
+	name string
+	n    int
 }
 
 // testHooks let in-package tests force interleavings; nil in production.
@@ -302,7 +310,7 @@ func New(cfg Config) (*Server, error) {
 		calls:     make(map[string]*call),
 		conns:     make(map[*Session]struct{}),
 		devs:      make(map[string]*Session),
-		perAddr:   make(map[string]int),
+		perAddr:   make(map[string]addrCount),
 	}
 	s.bg = newBgWriter(s)
 	m, err := newMetrics(cfg.Registerer)
@@ -335,13 +343,18 @@ func (s *Server) Open(c Conn, remoteAddr string) (*Session, error) {
 	if s.cfg.MaxConns > 0 && len(s.conns) >= s.cfg.MaxConns {
 		return nil, ErrTooManyConns
 	}
-	if s.cfg.MaxConnsPerAddr > 0 && s.perAddr[remoteAddr] >= s.cfg.MaxConnsPerAddr {
+	ac := s.perAddr[remoteAddr]
+	if s.cfg.MaxConnsPerAddr > 0 && ac.n >= s.cfg.MaxConnsPerAddr {
 		return nil, ErrTooManyConns
 	}
-	sess := newSession(s, c, remoteAddr)
+	if ac.n == 0 {
+		ac.name = strings.Clone(remoteAddr) // not the request's whole RemoteAddr
+	}
+	ac.n++
+	s.perAddr[ac.name] = ac
+	sess := newSession(s, c, ac.name)
 	sess.identTimer = s.cfg.Clock.AfterFunc(s.cfg.IdentifyTimeout, sess.identDeadline)
 	s.conns[sess] = struct{}{}
-	s.perAddr[remoteAddr]++
 	s.open++
 	s.m.conns.Inc()
 	return sess, nil

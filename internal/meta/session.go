@@ -30,7 +30,7 @@ type Session struct {
 	// (see docs/architecture.md, "Memory per idle connection").
 	s    *Server
 	conn Conn
-	addr string
+	addr string // remote address; one string per address (Server.perAddr)
 
 	// Written under s.mu by the goroutine handling whoami; read under s.mu,
 	// or without it by the goroutine handling this session's messages (the
@@ -510,8 +510,11 @@ func (x *Session) Close() {
 		x.identTimer = nil
 	}
 	delete(s.conns, x)
-	if s.perAddr[x.addr]--; s.perAddr[x.addr] <= 0 {
+	if ac := s.perAddr[x.addr]; ac.n <= 1 {
 		delete(s.perAddr, x.addr)
+	} else {
+		ac.n--
+		s.perAddr[x.addr] = ac
 	}
 	s.m.conns.Dec()
 	if x.user != "" {
