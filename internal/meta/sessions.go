@@ -75,17 +75,17 @@ func sessionHash(secret string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// compactHash is a session hash as the Session keeps it for as long as the
-// connection lives: its 32 bytes instead of 64 hex digits. "" stays "".
+// compactHash is a session hash (sessionHash: 64 hex digits) as the Session
+// keeps it for as long as the connection lives: its 32 bytes. "" stays "".
 func compactHash(hash string) string {
 	b, err := hex.DecodeString(hash)
 	if err != nil || len(b) != sha256.Size {
-		return hash // not ours: kept as it is (expandHash returns it too)
+		return hash // never from sessionHash; "" among them
 	}
 	return string(b)
 }
 
-// expandHash undoes compactHash.
+// expandHash undoes compactHash for every hash sessionHash makes.
 func expandHash(c string) string {
 	if len(c) != sha256.Size {
 		return c
