@@ -92,9 +92,9 @@ type loginGuard struct {
 
 	mu        sync.Mutex // guards the following
 	pairs     map[string]*pairState
-	trusted   map[string]time.Time // pair → last successful login
-	addrs     *buckets             // failures per address
-	users     *buckets             // failures per user
+	trusted   map[string]int64 // pair → last successful login (clock UnixNano: 8 bytes an entry, not 24)
+	addrs     *buckets         // failures per address
+	users     *buckets         // failures per user
 	busyUser  map[string]*userSlots
 	busyAddr  map[string]int
 	lastSweep time.Time
@@ -130,7 +130,7 @@ func newLoginGuard(cfg *Config) *loginGuard {
 		userParallel: cfg.AuthConcurrentPerUser,
 		addrParallel: cfg.AuthConcurrentPerAddr,
 		pairs:        make(map[string]*pairState),
-		trusted:      make(map[string]time.Time),
+		trusted:      make(map[string]int64),
 		addrs:        newBuckets(cfg.AuthFailuresPerAddr, cfg.AuthAddrRefill),
 		users:        newBuckets(cfg.AuthFailuresPerUser, cfg.AuthUserRefill),
 		busyUser:     make(map[string]*userSlots),
@@ -179,7 +179,7 @@ func (g *loginGuard) admit(user, addr string) (*attempt, *protocol.Error) {
 		}
 	}
 	t, ok := g.trusted[pair]
-	trusted := ok && now.Sub(t) < g.trustFor
+	trusted := ok && now.Sub(time.Unix(0, t)) < g.trustFor
 	if !trusted {
 		if g.addrs.level(addr, now) < 1 {
 			return nil, rateLimited("too many failed logins from this address; try later")
@@ -289,10 +289,10 @@ func (a *attempt) succeeded() {
 		if _, ok := g.trusted[a.pair]; !ok && len(g.trusted) >= maxTableEntries {
 			g.sweepIfDueLocked(now, time.Minute)
 			if len(g.trusted) >= maxTableEntries {
-				evictOne(g.trusted, func(t time.Time) time.Time { return t })
+				evictOne(g.trusted, func(t int64) time.Time { return time.Unix(0, t) })
 			}
 		}
-		g.trusted[a.pair] = now
+		g.trusted[a.pair] = now.UnixNano()
 		a.refundLocked(now)
 	})
 }
@@ -374,7 +374,7 @@ func (g *loginGuard) sweepLocked(now time.Time) {
 		}
 	}
 	for k, t := range g.trusted {
-		if now.Sub(t) >= g.trustFor {
+		if now.Sub(time.Unix(0, t)) >= g.trustFor {
 			delete(g.trusted, k)
 		}
 	}

@@ -253,15 +253,28 @@ type Server struct {
 	bg        *bgWriter // missed calls and session upkeep, off the request path
 	devSeq    atomic.Uint64
 	callSeq   atomic.Uint64
-	idTag     string // random per Server: device and call ids never repeat across restarts (or nodes)
+	idTag     string    // random per Server: device and call ids never repeat across restarts (or nodes)
+	epoch     time.Time // the clock's time at New: sessions keep offsets from it
 
 	mu       sync.Mutex // guards the following (see the invariants above)
 	users    map[string]*userState
 	calls    map[string]*call // by call id
 	conns    map[*Session]struct{}
 	devs     map[string]*Session // by device id: identified devices, live or in grace
-	perAddr  map[string]int
+	perAddr  map[string]addrCount
 	shutdown bool
+	// open counts the sessions Open returned whose Close has not finished
+	// (one counter instead of a done channel per session); allClosed,
+	// made by Shutdown, is closed when it reaches 0.
+	open      int
+	allClosed chan struct{}
+}
+
+// addrCount counts the open connections from one address; its name is the
+// address string every one of their Sessions shares.
+type addrCount struct {
+	name string
+	n    int
 }
 
 // testHooks let in-package tests force interleavings; nil in production.
@@ -294,11 +307,12 @@ func New(cfg Config) (*Server, error) {
 		auth:      newAuthState(&cfg),
 		regLim:    newWindowLimiter(cfg.Clock, cfg.AuthWindow),
 		userLocks: keylock.New(),
+		epoch:     cfg.Clock.Now(),
 		users:     make(map[string]*userState),
 		calls:     make(map[string]*call),
 		conns:     make(map[*Session]struct{}),
 		devs:      make(map[string]*Session),
-		perAddr:   make(map[string]int),
+		perAddr:   make(map[string]addrCount),
 		idTag:     newIDTag(),
 	}
 	s.bg = newBgWriter(s)
@@ -332,13 +346,19 @@ func (s *Server) Open(c Conn, remoteAddr string) (*Session, error) {
 	if s.cfg.MaxConns > 0 && len(s.conns) >= s.cfg.MaxConns {
 		return nil, ErrTooManyConns
 	}
-	if s.cfg.MaxConnsPerAddr > 0 && s.perAddr[remoteAddr] >= s.cfg.MaxConnsPerAddr {
+	ac := s.perAddr[remoteAddr]
+	if s.cfg.MaxConnsPerAddr > 0 && ac.n >= s.cfg.MaxConnsPerAddr {
 		return nil, ErrTooManyConns
 	}
-	sess := newSession(s, c, remoteAddr)
+	if ac.n == 0 {
+		ac.name = strings.Clone(remoteAddr) // not the request's whole RemoteAddr
+	}
+	ac.n++
+	s.perAddr[ac.name] = ac
+	sess := newSession(s, c, ac.name)
 	sess.identTimer = s.cfg.Clock.AfterFunc(s.cfg.IdentifyTimeout, sess.identDeadline)
 	s.conns[sess] = struct{}{}
-	s.perAddr[remoteAddr]++
+	s.open++
 	s.m.conns.Inc()
 	return sess, nil
 }
@@ -364,6 +384,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for sess := range s.conns {
 		sessions = append(sessions, sess)
 	}
+	if s.allClosed == nil {
+		s.allClosed = make(chan struct{})
+		if s.open == 0 {
+			close(s.allClosed)
+		}
+	}
+	allClosed := s.allClosed
 	s.mu.Unlock()
 	// Calls that were ringing are missed calls now: write them (and any
 	// other pending upkeep) before the caller closes the store, and let
@@ -374,17 +401,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, sess := range sessions {
 		sess.closeAfterFlush(protocol.CloseGoingAway, "server shutdown")
 	}
-	for _, sess := range sessions {
-		select {
-		case <-sess.done:
-		case <-ctx.Done():
-			for _, sess := range sessions {
-				sess.conn.Close(protocol.CloseGoingAway, "server shutdown")
-			}
-			return fmt.Errorf("meta: shutdown: %w", ctx.Err())
+	select {
+	case <-allClosed:
+		return nil
+	case <-ctx.Done():
+		for _, sess := range sessions {
+			sess.conn.Close(protocol.CloseGoingAway, "server shutdown")
 		}
+		return fmt.Errorf("meta: shutdown: %w", ctx.Err())
 	}
-	return nil
 }
 
 // Stats is a snapshot of the server's dynamic state, for tests and the load

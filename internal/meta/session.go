@@ -26,63 +26,74 @@ import (
 // the transport keeps reading: pongs, pings and close frames are never held
 // up by a slow handler.
 type Session struct {
+	// Field order keeps the struct small: it is held for every connection
+	// (see docs/architecture.md, "Memory per idle connection").
 	s    *Server
 	conn Conn
-	addr string
-	done chan struct{} // closed when the session is fully closed
+	addr string // remote address; one string per address (Server.perAddr)
 
 	// Written under s.mu by the goroutine handling whoami; read under s.mu,
 	// or without it by the goroutine handling this session's messages (the
-	// only writer).
+	// only writer). user is the userState's name string, shared by the
+	// user's devices.
 	user   string
 	device string
 
-	// The session (its hash) this connection was identified with or given,
-	// and when its last use was stored. Written under s.mu by this
-	// session's handlers; read under s.mu, or by those handlers.
+	// The session (its hash, compacted: compactHash) this connection was
+	// identified with or given, and when its last use was stored. Written
+	// under s.mu by this session's handlers; read under s.mu, or by those
+	// handlers.
 	sessHash string
-	sessUsed time.Time
+	sessUsed int64 // clock time, UnixNano (8 bytes instead of 24)
 
-	// Guarded by s.mu.
-	gone        bool        // Close has run: never install this session as a device
-	authing     int         // whoami requests queued or running
-	identTimer  clock.Timer // the identification deadline; nil once identified or gone
-	identLapsed bool        // the deadline passed while a whoami was in flight
-	inGrace     bool        // dropped, still a device: waiting for a resume (invariant 6)
-	graceTimer  clock.Timer // ends the grace; nil when not in grace
-	replaced    bool        // a resume took this session's device while it was still open
+	// Guarded by s.mu (and the bools below marked so).
+	identTimer clock.Timer // the identification deadline; nil once identified or gone
+	graceTimer clock.Timer // ends the grace; nil when not in grace
 
-	// terminal: the server closed this connection for a policy reason
-	// (1008): its end is never a drop that may be resumed.
-	terminal atomic.Bool
 	// lastIn is the clock time (UnixNano) of the last message received, or
 	// of the open: a resume takes over a still-open connection only when
 	// it has been quiet for takeoverQuiet (a half-open socket, not a racing
 	// resume).
 	lastIn atomic.Int64
 
-	imu     sync.Mutex // guards the following (the inbound side)
-	inbox   []inbound  // messages waiting for the worker, in order
-	inBytes int        // frame bytes held in inbox
-	working bool       // a worker goroutine is draining inbox
-	inDone  bool       // Close has run: drop inbound messages
-	// Token bucket (touched only by Handle, which the transport serialises).
-	tokens  float64
-	last    time.Time
-	refused int // consecutive rate-limited messages
+	authing int32 // guarded by s.mu: whoami requests queued or running
+	refused int32 // touched only by Handle: consecutive rate-limited messages
 
-	qmu     sync.Mutex // guards the following (the outbound side)
-	queue   [][]byte   // frames waiting to be written
-	queued  int        // bytes in queue
-	writing bool       // a writer goroutine is draining queue
-	closing bool       // no more frames are accepted
-	closeAt *closeReq  // close once the queue is drained
-	closed  bool
-	// While the device is in grace (dropped, waiting for a resume), the
-	// events sent to it are kept here, up to maxGraceBuf, and replayed to
-	// the connection that resumes it.
-	buffering bool
-	graceBuf  [][]byte
+	// terminal: the server closed this connection for a policy reason
+	// (1008): its end is never a drop that may be resumed.
+	terminal    atomic.Bool
+	gone        bool // s.mu: Close has run: never install this session as a device
+	identLapsed bool // s.mu: the deadline passed while a whoami was in flight
+	inGrace     bool // s.mu: dropped, still a device: waiting for a resume (invariant 6)
+	replaced    bool // s.mu: a resume took this session's device while it was still open
+
+	// Token bucket (touched only by Handle, which the transport serialises).
+	// last is the clock time of the last refill as an offset from the
+	// server's epoch (monotonic, 8 bytes instead of a time.Time's 24).
+	tokens float64
+	last   time.Duration
+
+	// The inbound side (guarded by imu) and the outbound side (guarded by
+	// qmu); their flags share one word.
+	imu       sync.Mutex
+	qmu       sync.Mutex
+	working   bool // imu: a worker goroutine is draining inbox
+	inDone    bool // imu: Close has run: drop inbound messages
+	writing   bool // qmu: a writer goroutine is draining queue
+	closing   bool // qmu: no more frames are accepted
+	closed    bool // qmu
+	buffering bool // qmu: in grace: events go to graceBuf
+
+	inbox   []inbound // imu: messages waiting for the worker, in order
+	inBytes int       // imu: frame bytes held in inbox
+
+	queue   [][]byte  // qmu: frames waiting to be written
+	queued  int       // qmu: bytes in queue
+	closeAt *closeReq // qmu: close once the queue is drained
+	// qmu: while the device is in grace (dropped, waiting for a resume),
+	// the events sent to it are kept here, up to maxGraceBuf, and replayed
+	// to the connection that resumes it.
+	graceBuf [][]byte
 }
 
 // maxGraceBuf bounds the events kept for a device in grace; later ones are
@@ -105,9 +116,9 @@ type closeReq struct {
 }
 
 func newSession(s *Server, c Conn, addr string) *Session {
-	x := &Session{s: s, conn: c, addr: addr, done: make(chan struct{}),
-		tokens: float64(s.cfg.RateBurst), last: s.cfg.Clock.Now()}
-	x.lastIn.Store(x.last.UnixNano())
+	now := s.cfg.Clock.Now()
+	x := &Session{s: s, conn: c, addr: addr, tokens: float64(s.cfg.RateBurst), last: now.Sub(s.epoch)}
+	x.lastIn.Store(now.UnixNano())
 	return x
 }
 
@@ -251,8 +262,9 @@ func (x *Session) allow(now time.Time) bool {
 	if x.s.cfg.RateLimit < 0 {
 		return true
 	}
-	x.tokens += now.Sub(x.last).Seconds() * x.s.cfg.RateLimit
-	x.last = now
+	t := now.Sub(x.s.epoch)
+	x.tokens += (t - x.last).Seconds() * x.s.cfg.RateLimit
+	x.last = t
 	if max := float64(x.s.cfg.RateBurst); x.tokens > max {
 		x.tokens = max
 	}
@@ -292,7 +304,7 @@ func (x *Session) Handle(frame []byte) {
 		x.refused++
 		in.req = req
 		in.fail = protocol.Errorf(protocol.ErrRateLimited, "more than %g messages per second", x.s.cfg.RateLimit)
-		if x.refused >= x.s.cfg.AbuseLimit {
+		if int(x.refused) >= x.s.cfg.AbuseLimit {
 			x.s.log.Warn("closing rate-limit abuser", "addr", x.addr)
 			x.enqueue(in)
 			x.closeAfterFlush(protocol.ClosePolicy, "rate limit exceeded")
@@ -498,8 +510,11 @@ func (x *Session) Close() {
 		x.identTimer = nil
 	}
 	delete(s.conns, x)
-	if s.perAddr[x.addr]--; s.perAddr[x.addr] <= 0 {
+	if ac := s.perAddr[x.addr]; ac.n <= 1 {
 		delete(s.perAddr, x.addr)
+	} else {
+		ac.n--
+		s.perAddr[x.addr] = ac
 	}
 	s.m.conns.Dec()
 	if x.user != "" {
@@ -515,7 +530,11 @@ func (x *Session) Close() {
 	}
 	s.mu.Unlock()
 	x.conn.Close(protocol.CloseNormal, "")
-	close(x.done)
+	s.mu.Lock()
+	if s.open--; s.open == 0 && s.allClosed != nil {
+		close(s.allClosed) // Shutdown waits for it
+	}
+	s.mu.Unlock()
 }
 
 // unavailable answers a store failure.

@@ -75,6 +75,24 @@ func sessionHash(secret string) string {
 	return hex.EncodeToString(h[:])
 }
 
+// compactHash is a session hash (sessionHash: 64 hex digits) as the Session
+// keeps it for as long as the connection lives: its 32 bytes. "" stays "".
+func compactHash(hash string) string {
+	b, err := hex.DecodeString(hash)
+	if err != nil || len(b) != sha256.Size {
+		return hash // never from sessionHash; "" among them
+	}
+	return string(b)
+}
+
+// expandHash undoes compactHash for every hash sessionHash makes.
+func expandHash(c string) string {
+	if len(c) != sha256.Size {
+		return c
+	}
+	return hex.EncodeToString([]byte(c))
+}
+
 // sessionLogin is a whoami by session waiting for install to check it.
 type sessionLogin struct {
 	hash string
@@ -239,7 +257,7 @@ func (s *Server) changePassword(ctx context.Context, user, hash string, keep *Se
 	}
 	s.log.Info("password changed", "user", user, "sessions_revoked", revoked, "connections_closed", closed)
 	if keep != nil {
-		keep.sessHash, keep.sessUsed = sessHash, s.cfg.Clock.Now()
+		keep.sessHash, keep.sessUsed = compactHash(sessHash), s.cfg.Clock.Now().UnixNano()
 		keep.reply(req, protocol.Response{OK: true, Session: secret})
 	}
 	return revoked, closed, nil
@@ -256,7 +274,7 @@ func (x *Session) handleLogout(req *protocol.Request) {
 	if h != "" {
 		ctx, cancel := x.ctx()
 		defer cancel()
-		if err := s.cfg.Store.DeleteSession(ctx, h); err != nil {
+		if err := s.cfg.Store.DeleteSession(ctx, expandHash(h)); err != nil {
 			x.unavailable(req, err)
 			return
 		}
@@ -273,7 +291,7 @@ func (x *Session) handleLogout(req *protocol.Request) {
 // once per touchEvery. The caller holds s.mu.
 func (x *Session) touchOnCloseLocked() {
 	now := x.s.cfg.Clock.Now()
-	if x.sessHash != "" && now.Sub(x.sessUsed) >= touchEvery {
-		x.s.bg.touchSession(x.sessHash, now)
+	if x.sessHash != "" && now.Sub(time.Unix(0, x.sessUsed)) >= touchEvery {
+		x.s.bg.touchSession(expandHash(x.sessHash), now)
 	}
 }

@@ -275,7 +275,10 @@ func (x *Session) installWith(ctx context.Context, req *protocol.Request, pwHash
 	}
 	installed = true
 	x.user = req.User
-	x.sessHash, x.sessUsed = sessHash, sessUsed
+	if us != nil {
+		x.user = us.name // one copy of the name for all the user's devices
+	}
+	x.sessHash, x.sessUsed = compactHash(sessHash), sessUsed.UnixNano()
 	if x.identTimer != nil {
 		x.identTimer.Stop()
 		x.identTimer = nil

@@ -10,8 +10,9 @@
 // (frames.go: a header of at most 14 bytes is held, payload bytes are
 // unmasked into the message being assembled as they arrive), calls the
 // handler for each complete message, and re-arms the fd. An idle
-// connection therefore costs its socket, a small struct and a timer; a
-// connection that sent one byte of a frame costs that byte.
+// connection therefore costs its socket, a small struct and a slot in the
+// process's deadline heap (timers.go); a connection that sent one byte of a
+// frame costs that byte.
 //
 // What the transport enforces (RFC 6455 and the contract):
 //   - refusals as soon as a header is complete, with a close frame: 1002
@@ -21,8 +22,8 @@
 //     for text (or a close reason) that is not UTF-8;
 //   - liveness from the last byte received (ping every PingInterval, dead
 //     after IdleTimeout of silence) and a deadline for completing a frame
-//     or a fragmented message (FrameTimeout, close 1008), on one runtime
-//     timer per connection;
+//     or a fragmented message (FrameTimeout, close 1008), on one deadline
+//     per connection in a heap shared by the process (one runtime timer);
 //   - the close handshake with a grace period;
 //   - writes that never block: a non-blocking write of what the socket
 //     takes, the rest queued for a writer goroutine that exists only while
@@ -170,39 +171,41 @@ const (
 // Conn is one WebSocket connection. WriteText, WriteTexts and Close make it
 // a meta.Conn.
 type Conn struct {
+	// Field order keeps the struct small (fewer padding bytes): it is held
+	// for every connection.
 	l   *Loop
 	nc  net.Conn
 	rc  syscall.RawConn // non-blocking reads and writes; nil: goroutine mode
 	fd  int32           // -1: goroutine mode
 	gen uint32          // tells this connection from a later one with the same fd
 
-	rmu     sync.Mutex // guards the following; held while input is processed (and Handle runs)
-	hclosed bool       // Handler.Close has been called
-	h       Handler
-	pending []byte     // bytes that arrived with the handshake
-	rs      *readState // parser state; nil at a frame boundary (idle)
+	state atomic.Uint32
+	// peerClose is the code of the close frame the client sent to start
+	// the closing handshake (1000 for one without a code), 0 if it did not
+	// (meta's resume tells a goodbye from a drop with it).
+	peerClose atomic.Int32
+	lastByte  atomic.Int64 // now() of the last byte received
+	queued    atomic.Int64 // bytes queued for the writer goroutine
 
-	state    atomic.Uint32
-	lastByte atomic.Int64 // now() of the last byte received
-	queued   atomic.Int64 // bytes queued for the writer goroutine
+	rmu        sync.Mutex // guards the following; held while input is processed (and Handle runs)
+	hclosed    bool       // Handler.Close has been called
+	registered bool       // mu: the fd is in the poller
+	hidx       int32      // deadlines.mu: 1 + index in the deadline heap; 0: not in it
+	h          Handler
+	// rs is the parser state (and the bytes that arrived with the
+	// handshake, until Start); nil at a frame boundary (idle).
+	rs *readState
 
-	mu           sync.Mutex // guards the following (and state changes)
-	registered   bool       // the fd is in the poller
-	timer        *time.Timer
-	due          int64 // when timer fires
+	mu           sync.Mutex // guards the following, registered above, and state changes
+	due          int64      // when tick is due: written holding mu and deadlines.mu, read holding either
 	nextPing     int64
 	closeBy      int64
 	partialSince int64 // 0: no unfinished frame or message
 
 	wmu        sync.Mutex // guards the following and orders writes
-	wq         [][]byte   // bytes the socket did not take yet
 	writing    bool       // a writer goroutine runs
 	closeAfter bool       // the writer closes the socket when the queue is empty
-
-	// peerClose is the code of the close frame the client sent to start
-	// the closing handshake (1000 for one without a code), 0 if it did not
-	// (meta's resume tells a goodbye from a drop with it).
-	peerClose atomic.Int32
+	wq         [][]byte   // bytes the socket did not take yet
 }
 
 // PeerCloseCode returns the code of the close frame with which the client
@@ -229,7 +232,10 @@ func (l *Loop) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
 	if n := rw.Reader.Buffered(); n > 0 {
 		// The client did not wait for the handshake response.
 		b, _ := rw.Reader.Peek(n)
-		c.pending = append([]byte(nil), b...)
+		rs := readStates.Get().(*readState)
+		rs.tr.max = l.cfg.MaxMessageBytes
+		rs.pending = append([]byte(nil), b...)
+		c.rs = rs
 	}
 	if l.p != nil {
 		if sc, ok := nc.(syscall.Conn); ok {
@@ -245,8 +251,7 @@ func (l *Loop) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
 	first := min(cfg.PingInterval, cfg.IdleTimeout)
 	c.mu.Lock()
 	c.nextPing = t + int64(cfg.PingInterval)
-	c.due = t + int64(first)
-	c.timer = time.AfterFunc(first, c.tick)
+	deadlines.set(c, t+int64(first))
 	c.mu.Unlock()
 	return c, nil
 }
@@ -261,9 +266,11 @@ func (c *Conn) NetConn() net.Conn { return c.nc }
 func (c *Conn) Start(h Handler) {
 	c.rmu.Lock()
 	c.h = h
-	b := c.pending
-	c.pending = nil
-	c.process(b)
+	if rs := c.rs; rs != nil && rs.pending != nil {
+		b := rs.pending
+		rs.pending = nil
+		c.process(b)
+	}
 	c.rmu.Unlock()
 	if c.state.Load() == stateEnded {
 		c.finish()
@@ -414,11 +421,13 @@ func (c *Conn) input(b []byte) {
 }
 
 // readState is a connection's parser state, held only while a frame or
-// message is unfinished: an idle connection does not carry it.
+// message is unfinished (or, from Upgrade to Start, while bytes that
+// arrived with the handshake wait): an idle connection does not carry it.
 type readState struct {
-	tr  tracker
-	msg []byte // the text message being assembled (unmasked); nil between messages
-	ctl []byte // the control frame being assembled; nil between frames
+	tr      tracker
+	msg     []byte // the text message being assembled (unmasked); nil between messages
+	ctl     []byte // the control frame being assembled; nil between frames
+	pending []byte // bytes that arrived with the handshake; nil once Start took them
 }
 
 var readStates = sync.Pool{New: func() any { return new(readState) }}
@@ -558,7 +567,7 @@ func (c *Conn) finish() {
 	if call {
 		c.hclosed = true
 	}
-	c.pending, c.rs = nil, nil
+	c.rs = nil
 	c.rmu.Unlock()
 	if call {
 		h.Close()
@@ -584,8 +593,9 @@ func (c *Conn) setPartial(p bool) {
 	}
 }
 
-// tick runs the connection's timer: pings, the idle timeout, the frame
-// deadline and the close grace.
+// tick runs when the connection's deadline is due (timers.go): pings, the
+// idle timeout, the frame deadline and the close grace. It may run early;
+// it acts only on what is due.
 func (c *Conn) tick() {
 	t := now()
 	c.mu.Lock()
@@ -635,10 +645,9 @@ func (c *Conn) tick() {
 	}
 }
 
-// resetLocked sets the timer to fire at `at`; the caller holds mu.
+// resetLocked makes tick due at `at` (t is now); the caller holds mu.
 func (c *Conn) resetLocked(t, at int64) {
-	c.due = at
-	c.timer.Reset(time.Duration(max(at-t, 0)))
+	deadlines.set(c, at)
 }
 
 // abort ends the connection from the timer's goroutine, soon: for failures
@@ -675,7 +684,7 @@ func (c *Conn) endWith(now bool) {
 		return
 	}
 	c.state.Store(stateEnded)
-	c.timer.Stop()
+	deadlines.remove(c)
 	if c.registered {
 		c.l.p.remove(c) // before the fd is closed and maybe reused
 		c.registered = false
