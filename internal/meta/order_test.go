@@ -553,6 +553,78 @@ func TestIdentificationDeadline(t *testing.T) {
 	}
 }
 
+// TestIdentificationDeadlineAfterRegister: a reg-user still running when
+// the deadline passes (hashing slots are slow under a login flood) is let
+// finish, and the connection then gets one more IdentifyTimeout for the
+// whoami a client sends next; only once: a second late reg-user ends it.
+func TestIdentificationDeadlineAfterRegister(t *testing.T) {
+	closed := func(d *dev) bool {
+		select {
+		case <-d.p.closed:
+			return true
+		default:
+			return false
+		}
+	}
+	// regLate sends a reg-user for name that is held in the store until
+	// the deadline has passed, and returns once it was answered.
+	regLate := func(ts *testServer, d *dev, name string) {
+		t.Helper()
+		hook, held, release := holdFirst(func(string) bool { return true })
+		ts.st.setAfterGet(hook)
+		tx := d.send(`{"type":"reg-user","user":%q,"password":%q,"peers":["alice"]}`, name, testPassword)
+		<-held
+		ts.clk.Advance(10 * time.Second) // the deadline passes (runs synchronously)
+		if closed(d) {
+			t.Fatal("closed while its reg-user was running")
+		}
+		close(release)
+		if m := d.res(tx); !m.OK {
+			t.Fatalf("reg-user %s: %s", name, m.Error)
+		}
+	}
+	cfg := func(c *Config) { c.IdentifyTimeout = 10 * time.Second }
+
+	t.Run("then whoami", func(t *testing.T) {
+		ts := newTestServer(t, map[string][]string{"alice": {}}, cfg)
+		d := ts.open(t)
+		regLate(ts, d, "bob")
+		ts.clk.Advance(9 * time.Second)
+		if closed(d) {
+			t.Fatal("closed before its whoami had IdentifyTimeout")
+		}
+		if m := d.do(`{"type":"whoami","user":"bob","password":%q}`, testPassword); !m.OK {
+			t.Fatalf("whoami: %s", m.Error)
+		}
+		ts.clk.Advance(time.Hour)
+		if closed(d) {
+			t.Fatal("an identified connection was closed")
+		}
+	})
+	t.Run("no whoami", func(t *testing.T) {
+		ts := newTestServer(t, map[string][]string{"alice": {}}, cfg)
+		d := ts.open(t)
+		regLate(ts, d, "bob")
+		ts.clk.Advance(10 * time.Second)
+		select {
+		case <-d.p.closed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("not closed IdentifyTimeout after its reg-user")
+		}
+	})
+	t.Run("second late reg-user", func(t *testing.T) {
+		ts := newTestServer(t, map[string][]string{"alice": {}}, cfg)
+		d := ts.open(t)
+		regLate(ts, d, "bob")
+		regLate(ts, d, "carol")
+		select {
+		case <-d.p.closed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a second late reg-user extended the deadline again")
+		}
+	})
+}
+
 // TestSlowConsumerIsClosedWithoutBlocking: a connection whose writes never
 // complete is closed once MaxQueueBytes are waiting, and the presence fan-out
 // that overflowed it does not wait for it: another device is served.

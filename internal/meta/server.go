@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -181,6 +182,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInbox <= 0 {
 		c.MaxInbox = 256
+	}
+	if c.MaxInbox > math.MaxInt16 {
+		c.MaxInbox = math.MaxInt16 // Session.authing counts at most this many
 	}
 	if c.MaxInboxBytes <= 0 {
 		c.MaxInboxBytes = 1 << 20

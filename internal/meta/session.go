@@ -56,14 +56,20 @@ type Session struct {
 	// resume).
 	lastIn atomic.Int64
 
-	authing int32 // guarded by s.mu: whoami requests queued or running
-	refused int32 // touched only by Handle: consecutive rate-limited messages
+	// authing counts the whoami and reg-user requests queued or running
+	// (at most MaxInbox, which New caps); regExtended: a reg-user answered
+	// after the identification deadline gave the connection one more
+	// IdentifyTimeout for its whoami. Both guarded by s.mu; 16 bits and a
+	// bool keep Session in its size class.
+	authing     int16
+	regExtended bool
+	refused     int32 // touched only by Handle: consecutive rate-limited messages
 
 	// terminal: the server closed this connection for a policy reason
 	// (1008): its end is never a drop that may be resumed.
 	terminal    atomic.Bool
 	gone        bool // s.mu: Close has run: never install this session as a device
-	identLapsed bool // s.mu: the deadline passed while a whoami was in flight
+	identLapsed bool // s.mu: the deadline passed while a whoami or reg-user was in flight
 	inGrace     bool // s.mu: dropped, still a device: waiting for a resume (invariant 6)
 	replaced    bool // s.mu: a resume took this session's device while it was still open
 
@@ -313,7 +319,7 @@ func (x *Session) Handle(frame []byte) {
 	default:
 		x.refused = 0
 		in.req = req
-		if req.Type == protocol.TypeWhoami {
+		if req.Type == protocol.TypeWhoami || req.Type == protocol.TypeRegUser {
 			x.s.mu.Lock()
 			x.authing++
 			x.s.mu.Unlock()
@@ -396,8 +402,8 @@ func (x *Session) process(in inbound, inline bool) bool {
 		x.fail(req, in.fail)
 		return true
 	}
-	if req.Type == protocol.TypeWhoami {
-		defer x.whoamiDone() // Handle counted it in x.authing
+	if req.Type == protocol.TypeWhoami || req.Type == protocol.TypeRegUser {
+		defer x.authDone(req.Type == protocol.TypeRegUser) // Handle counted it in x.authing
 	}
 	if perr := req.CheckEnvelope(); perr != nil {
 		x.s.m.message("")
@@ -448,8 +454,9 @@ func init() {
 // identDeadline runs when the identification deadline passes: a connection
 // that has not identified by then is closed (1008), so that an
 // unauthenticated socket cannot be held open for ever by answering pings. A
-// whoami still in flight (waiting for a hashing slot) is let finish; if it
-// fails, the connection is closed after its answer.
+// whoami or reg-user still in flight (waiting for a hashing slot, which a
+// login flood can make take longer than the deadline) is let finish; then
+// see authDone.
 func (x *Session) identDeadline() {
 	s := x.s
 	s.mu.Lock()
@@ -467,13 +474,22 @@ func (x *Session) identDeadline() {
 	x.closeAfterFlush(protocol.ClosePolicy, "not identified in time")
 }
 
-// whoamiDone settles the identification deadline after a whoami was
-// answered.
-func (x *Session) whoamiDone() {
+// authDone settles the identification deadline after a whoami or a
+// reg-user was answered. If the deadline passed meanwhile and the
+// connection is still not identified, it is closed after the answer;
+// except the first time a reg-user is what was in flight: a client
+// registers, then logs in on the same connection, so it gets one more
+// IdentifyTimeout for that whoami (once: registering again does not extend
+// it, so an unidentified socket stays bounded).
+func (x *Session) authDone(reg bool) {
 	s := x.s
 	s.mu.Lock()
 	x.authing--
 	lapsed := x.identLapsed && x.authing == 0 && x.user == "" && !x.gone
+	if lapsed && reg && !x.regExtended {
+		x.regExtended, x.identLapsed, lapsed = true, false, false
+		x.identTimer = s.cfg.Clock.AfterFunc(s.cfg.IdentifyTimeout, x.identDeadline)
+	}
 	s.mu.Unlock()
 	if lapsed {
 		x.closeAfterFlush(protocol.ClosePolicy, "not identified in time")
