@@ -25,7 +25,7 @@ type Proxy struct {
 	target string
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex         // guards the following
+	mu    sync.Mutex        // guards the following
 	conns map[net.Conn]*leg // open connections, both legs
 	down  bool              // Cut and not Restored: new connections are refused
 }
