@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 
@@ -298,20 +296,6 @@ func TestE2ESessions(t *testing.T) {
 // proxyURL is the page URL through p: localhost, a secure context for the
 // camera.
 func proxyURL(p *faultproxy.Proxy) string { return fmt.Sprintf("http://localhost:%d", p.Port()) }
-
-// setOnline switches the browser's navigator.onLine (and fires its
-// offline / online events) through DevTools. It does not touch sockets:
-// DevTools' offline emulation leaves open WebSockets open.
-func setOnline(t *testing.T, u user, on bool) {
-	t.Helper()
-	within(t, u, 10*time.Second, fmt.Sprintf("online=%v", on), func(ctx context.Context) error {
-		_, err := chromedp.Run(ctx, func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-			_, err := cdp.Call(ctx, tg, network.OverrideNetworkState, network.OverrideNetworkStateParams{Offline: !on, DownloadThroughput: -1, UploadThroughput: -1})
-			return chromedp.Void{}, err
-		})
-		return err
-	})
-}
 
 // TestE2EDeadSocket: the network goes away under open sockets (they stay
 // open, nothing passes: the proxy turns them into black holes) and comes

@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,21 +11,28 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// setOffline takes u's page off the network (or back on) with DevTools
-// network emulation: new requests and connections fail, navigator.onLine
-// is false and the page gets an "offline" event. Unlike setOnline it also
-// blocks new connections; like it, it leaves open sockets alone.
-func setOffline(t *testing.T, u user, offline bool) {
+// setOnline switches the browser's navigator.onLine (and fires its
+// offline / online events) through DevTools. It does not touch sockets:
+// DevTools' offline emulation leaves open WebSockets open.
+func setOnline(t *testing.T, u user, on bool) { emulateNetwork(t, u, !on, false) }
+
+// setOffline takes u's page off the network (or back on): like setOnline,
+// and new requests and connections fail too. Open sockets stay open.
+func setOffline(t *testing.T, u user, offline bool) { emulateNetwork(t, u, offline, true) }
+
+func emulateNetwork(t *testing.T, u user, offline, blockNew bool) {
 	t.Helper()
-	within(t, u, 10*time.Second, "network emulation", func(ctx context.Context) error {
+	within(t, u, 10*time.Second, fmt.Sprintf("offline=%v", offline), func(ctx context.Context) error {
 		_, err := chromedp.Run(ctx, func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-			if _, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{}); err != nil {
-				return chromedp.Void{}, err
-			}
-			if _, err := cdp.Call(ctx, tg, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
-				MatchedNetworkConditions: []*network.Conditions{{Offline: offline, DownloadThroughput: -1, UploadThroughput: -1}},
-			}); err != nil {
-				return chromedp.Void{}, err
+			if blockNew {
+				if _, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{}); err != nil {
+					return chromedp.Void{}, err
+				}
+				if _, err := cdp.Call(ctx, tg, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
+					MatchedNetworkConditions: []*network.Conditions{{Offline: offline, DownloadThroughput: -1, UploadThroughput: -1}},
+				}); err != nil {
+					return chromedp.Void{}, err
+				}
 			}
 			_, err := cdp.Call(ctx, tg, network.OverrideNetworkState, network.OverrideNetworkStateParams{Offline: offline, DownloadThroughput: -1, UploadThroughput: -1})
 			return chromedp.Void{}, err
